@@ -1,0 +1,5 @@
+import sys
+
+from hitdet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,326 @@
+"""The architecture JSON: a versioned, validated description of one searched detector.
+
+An :class:`Architecture` is a :class:`~search_spaces.structure.DetectorStructure` (shape),
+one op per searched label (exactly an NNI sample of the matching space) and the detector
+settings. The JSON writes each op in place, next to its channels and stride, so that a
+person can read it; :meth:`Architecture.sample` and :meth:`Architecture.from_sample`
+convert to and from NNI's ``{label: op}`` dict. No NNI here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hitdet.errors import UserError
+from search_spaces.detectors import DetectorSettings
+from search_spaces.ops import OPS, op_cost
+from search_spaces.structure import DetectorStructure, FixedLayer, Slot
+
+FORMAT = "hitdet-architecture"
+VERSION = 1
+DETECTOR_TYPES = ("faster_rcnn",)
+NUM_LEVELS = 4
+
+
+class ArchitectureError(UserError):
+    """An architecture file or dict that does not describe a valid detector."""
+
+
+@dataclass
+class Architecture:
+    structure: DetectorStructure
+    choices: dict[str, str]
+    settings: DetectorSettings = field(default_factory=DetectorSettings)
+    name: str = ""
+    detector_type: str = "faster_rcnn"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def sample(self) -> dict[str, str]:
+        """The NNI sample ``{label: op}`` of this architecture, in the structure's label order."""
+        return {label: self.choices[label] for label in self.structure.labels()}
+
+    @classmethod
+    def from_sample(
+        cls,
+        sample: dict[str, Any],
+        structure: DetectorStructure | None = None,
+        settings: DetectorSettings | None = None,
+        **kwargs: Any,
+    ) -> Architecture:
+        structure = structure or DetectorStructure()
+        missing = [label for label in structure.labels() if label not in sample]
+        if missing:
+            raise ArchitectureError(f"sample has no op for {len(missing)} position(s), first {missing[0]!r}")
+        choices = {label: str(sample[label]) for label in structure.labels()}
+        arch = cls(structure, choices, settings or DetectorSettings(), **kwargs)
+        validate(arch, "sample")
+        return arch
+
+    def to_dict(self) -> dict[str, Any]:
+        st, ops = self.structure, self.sample()
+
+        def layer(op: str, out: int, stride: int) -> dict[str, Any]:
+            return {"op": op, "out_channels": out, "stride": stride}
+
+        stages = [
+            [layer(ops[label], slot.out_channels, slot.stride) for label, slot in zip(labels, stage, strict=True)]
+            for labels, stage in zip(_stage_labels(st), st.stages, strict=True)
+        ]
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "name": self.name,
+            "detector": {"type": self.detector_type, **self.settings.to_dict()},
+            "backbone": {
+                "in_channels": st.in_channels,
+                "stem": layer(st.stem.op, st.stem.out_channels, st.stem.stride),
+                "stages": stages,
+                "tail": [layer(t.op, t.out_channels, t.stride) for t in st.tail],
+            },
+            "neck": {"channels": st.neck_channels, "cells": [ops[label] for label in st.neck_labels()]},
+            "head": {
+                "blocks": [ops[label] for label in st.head_labels()],
+                "fc_channels": st.fc_channels,
+                "roi_size": st.roi_size,
+            },
+            "metadata": self.metadata,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the JSON atomically (temporary file + rename)."""
+        return write_json_atomic(path, self.to_dict())
+
+
+def _stage_labels(st: DetectorStructure) -> list[list[str]]:
+    labels = iter(st.backbone_labels())
+    return [[next(labels) for _ in stage] for stage in st.stages]
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as JSON to ``path`` through a temporary file in the same folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------- parsing and validation
+
+
+class _Reader:
+    """Typed access to a JSON object that names the offending field on error."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, where: str, message: str) -> ArchitectureError:
+        return ArchitectureError(f"{self.source}: {where}: {message}")
+
+    def get(self, obj: dict, key: str, where: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        if not isinstance(obj, dict):
+            raise self.fail(where, f"expected an object, got {type(obj).__name__}")
+        if key not in obj:
+            if default is ...:
+                raise self.fail(f"{where}.{key}" if where else key, "missing")
+            return default
+        return self.check(obj[key], f"{where}.{key}" if where else key, kind)
+
+    def check(self, value: Any, where: str, kind: type | tuple[type, ...]) -> Any:
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.fail(where, f"expected {names}, got {type(value).__name__} {value!r}")
+        return value
+
+    def positive(self, obj: dict, key: str, where: str, default: Any = ...) -> int:
+        value = self.get(obj, key, where, int, default)
+        if value < 1:
+            raise self.fail(f"{where}.{key}", f"must be a positive integer, got {value}")
+        return value
+
+    def op(self, value: Any, where: str) -> str:
+        self.check(value, where, str)
+        if value not in OPS:
+            raise self.fail(where, f"unknown op {value!r} (see the op pool: search_spaces.OPS)")
+        return value
+
+    def ops(self, obj: dict, key: str, where: str, count: int | None = None) -> list[str]:
+        values = self.get(obj, key, where, list)
+        if count is not None and len(values) != count:
+            raise self.fail(f"{where}.{key}", f"expected {count} ops, got {len(values)}")
+        return [self.op(v, f"{where}.{key}[{i}]") for i, v in enumerate(values)]
+
+    def layer(self, obj: Any, where: str) -> tuple[str, int, int]:
+        self.check(obj, where, dict)
+        unknown = set(obj) - {"op", "out_channels", "stride"}
+        if unknown:
+            raise self.fail(where, f"unknown key(s) {sorted(unknown)}")
+        op = self.op(self.get(obj, "op", where, str), f"{where}.op")
+        return op, self.positive(obj, "out_channels", where), self.positive(obj, "stride", where, 1)
+
+
+def _known_keys(reader: _Reader, obj: dict, where: str, keys: set[str]) -> None:
+    unknown = set(obj) - keys
+    if unknown:
+        raise reader.fail(where or "top level", f"unknown key(s) {sorted(unknown)}")
+
+
+def from_dict(data: Any, source: str = "architecture") -> Architecture:
+    """Parse and validate an architecture JSON object; errors name ``source`` and the field."""
+    r = _Reader(source)
+    r.check(data, "top level", dict)
+    fmt = r.get(data, "format", "", str)
+    if fmt != FORMAT:
+        raise r.fail("format", f"expected {FORMAT!r}, got {fmt!r}")
+    version = r.get(data, "version", "", int)
+    if version != VERSION:
+        raise r.fail("version", f"unsupported version {version} (this hitdet reads version {VERSION})")
+    _known_keys(r, data, "", {"format", "version", "name", "detector", "backbone", "neck", "head", "metadata"})
+
+    det = r.get(data, "detector", "", dict)
+    dtype = r.get(det, "type", "detector", str)
+    if dtype not in DETECTOR_TYPES:
+        raise r.fail("detector.type", f"unknown detector type {dtype!r} (known: {', '.join(DETECTOR_TYPES)})")
+    types = DetectorSettings.field_types()
+    _known_keys(r, det, "detector", {"type", *types})
+    settings = DetectorSettings(**{k: r.get(det, k, "detector", types[k]) for k in types if k in det})
+    for f in fields(DetectorSettings):
+        value = getattr(settings, f.name)
+        if types[f.name] is int and value < 1:
+            raise r.fail(f"detector.{f.name}", f"must be a positive integer, got {value}")
+        if types[f.name] is float and not 0.0 <= value <= 1.0:
+            raise r.fail(f"detector.{f.name}", f"must be between 0 and 1, got {value}")
+    if settings.num_classes < 2:
+        raise r.fail("detector.num_classes", "must count the background too, so at least 2")
+
+    bb = r.get(data, "backbone", "", dict)
+    _known_keys(r, bb, "backbone", {"in_channels", "stem", "stages", "tail"})
+    stem = FixedLayer(*r.layer(r.get(bb, "stem", "backbone", dict), "backbone.stem"))
+    raw_stages = r.get(bb, "stages", "backbone", list)
+    if len(raw_stages) != NUM_LEVELS:
+        raise r.fail("backbone.stages", f"expected {NUM_LEVELS} stages (C1..C4), got {len(raw_stages)}")
+    stages, choices = [], {}
+    for s, raw in enumerate(raw_stages):
+        where = f"backbone.stages[{s}]"
+        r.check(raw, where, list)
+        if not raw:
+            raise r.fail(where, "a stage needs at least one block")
+        stage = []
+        for b, block in enumerate(raw):
+            op, out, stride = r.layer(block, f"{where}[{b}]")
+            stage.append(Slot(out, stride))
+            choices[f"backbone/s{s + 1}_b{b}"] = op
+        stages.append(tuple(stage))
+    tail = tuple(
+        FixedLayer(*r.layer(t, f"backbone.tail[{i}]"))
+        for i, t in enumerate(r.get(bb, "tail", "backbone", list, []))
+    )
+
+    neck = r.get(data, "neck", "", dict)
+    _known_keys(r, neck, "neck", {"channels", "cells"})
+    cells = r.ops(neck, "cells", "neck", 2 * NUM_LEVELS)
+    head = r.get(data, "head", "", dict)
+    _known_keys(r, head, "head", {"blocks", "fc_channels", "roi_size"})
+    blocks = r.ops(head, "blocks", "head")
+    if not blocks:
+        raise r.fail("head.blocks", "expected at least one block")
+
+    structure = DetectorStructure(
+        stem=stem,
+        stages=tuple(stages),
+        tail=tail,
+        neck_channels=r.positive(neck, "channels", "neck"),
+        head_blocks=len(blocks),
+        fc_channels=r.positive(head, "fc_channels", "head"),
+        roi_size=r.positive(head, "roi_size", "head", 7),
+        in_channels=r.positive(bb, "in_channels", "backbone", 3),
+    )
+    choices.update(zip(structure.neck_labels(), cells, strict=True))
+    choices.update(zip(structure.head_labels(), blocks, strict=True))
+    arch = Architecture(
+        structure,
+        choices,
+        settings,
+        name=r.get(data, "name", "", str, ""),
+        detector_type=dtype,
+        metadata=r.get(data, "metadata", "", dict, {}),
+    )
+    validate(arch, source)
+    return arch
+
+
+def _where(label: str, structure: DetectorStructure) -> str:
+    """The JSON field of a searched label, for error messages."""
+    kind, pos = label.split("/")
+    if kind == "backbone":
+        s, b = pos[1:].split("_b")
+        return f"backbone.stages[{int(s) - 1}][{b}].op"
+    if kind == "neck":
+        labels = structure.neck_labels()
+        return f"neck.cells[{labels.index(label)}]"
+    return f"head.blocks[{pos[1:]}]"
+
+
+def validate(arch: Architecture, source: str) -> None:
+    """Check that every op can be built with its channels (grouped ops need divisible channels)."""
+    st = arch.structure
+    cin = st.stem.out_channels
+    checks: list[tuple[str, str, int, int]] = [("backbone.stem.op", st.stem.op, st.in_channels, cin)]
+    labels = iter(st.backbone_labels())
+    for stage in st.stages:
+        for slot in stage:
+            label = next(labels)
+            checks.append((_where(label, st), arch.choices[label], cin, slot.out_channels))
+            cin = slot.out_channels
+    for i, t in enumerate(st.tail):
+        checks.append((f"backbone.tail[{i}].op", t.op, cin, t.out_channels))
+        cin = t.out_channels
+    for label, c in zip(st.neck_labels(), st.feature_channels() + [st.neck_channels] * st.num_levels, strict=True):
+        checks.append((_where(label, st), arch.choices[label], c, st.neck_channels))
+    for label in st.head_labels():
+        checks.append((_where(label, st), arch.choices[label], st.neck_channels, st.neck_channels))
+    for where, op, c_in, c_out in checks:
+        try:
+            op_cost(op, c_in, c_out, 1, 1, 1)
+        except ValueError as exc:
+            raise ArchitectureError(f"{source}: {where}: {exc}") from None
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[: -len(".json")] for p in resources.files("hitdet.presets").iterdir() if p.name.endswith(".json"))
+
+
+def load_architecture(path_or_preset: str | os.PathLike[str]) -> Architecture:
+    """Read an architecture from a JSON file, or a preset shipped with hitdet by name."""
+    name = str(path_or_preset)
+    preset = resources.files("hitdet.presets").joinpath(f"{name}.json")
+    if not name.endswith(".json") and os.sep not in name and preset.is_file():
+        return from_dict(json.loads(preset.read_text()), f"preset {name}")
+    path = Path(name)
+    if not path.exists():
+        hint = "" if name.endswith(".json") else f" (and no preset of that name; presets: {', '.join(preset_names())})"
+        raise ArchitectureError(f"{name}: no such file{hint}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArchitectureError(f"{name}: invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArchitectureError(f"{name}: cannot read: {exc}") from None
+    return from_dict(data, name)
