@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
-	$(BIN)/hitdet demo --out runs/demo
+	$(BIN)/hitdet info hit-detector
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

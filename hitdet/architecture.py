@@ -304,7 +304,8 @@ def validate(arch: Architecture, source: str) -> None:
 
 
 def preset_names() -> list[str]:
-    return sorted(p.name[: -len(".json")] for p in resources.files("hitdet.presets").iterdir() if p.name.endswith(".json"))
+    files = resources.files("hitdet.presets").iterdir()
+    return sorted(p.name.removesuffix(".json") for p in files if p.name.endswith(".json"))
 
 
 def load_architecture(path_or_preset: str | os.PathLike[str]) -> Architecture:

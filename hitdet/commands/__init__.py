@@ -1,0 +1,1 @@
+"""One module per ``hitdet`` subcommand; each defines ``register(subparsers)``."""
