@@ -24,7 +24,7 @@ from search_spaces.structure import DetectorStructure, FixedLayer, Slot
 
 FORMAT = "hitdet-architecture"
 VERSION = 1
-DETECTOR_TYPES = ("faster_rcnn",)
+DETECTOR_TYPES = ("faster_rcnn", "retinanet")  # retinanet: head.blocks = cls tower + box tower
 NUM_LEVELS = 4
 
 
@@ -281,6 +281,16 @@ def _where(label: str, structure: DetectorStructure) -> str:
 def validate(arch: Architecture, source: str) -> None:
     """Check that every op can be built with its channels (grouped ops need divisible channels)."""
     st = arch.structure
+    if arch.detector_type not in DETECTOR_TYPES:
+        raise ArchitectureError(
+            f"{source}: detector.type: unknown detector type {arch.detector_type!r} "
+            f"(known: {', '.join(DETECTOR_TYPES)})"
+        )
+    if arch.detector_type == "retinanet" and st.head_blocks % 2:
+        raise ArchitectureError(
+            f"{source}: head.blocks: a RetinaNet head has two towers of equal depth (classification tower "
+            f"first, then box regression): expected an even number of blocks, got {st.head_blocks}"
+        )
     cin = st.stem.out_channels
     checks: list[tuple[str, str, int, int]] = [("backbone.stem.op", st.stem.op, st.in_channels, cin)]
     labels = iter(st.backbone_labels())

@@ -2,7 +2,8 @@
 
 The op pool, the structures and the component skeletons need only torch/torchvision (the
 fixed detector builder uses them); the NNI spaces are imported on first use, so that
-``import search_spaces`` does not import NNI.
+``import search_spaces`` does not import NNI: ``search_spaces.TrinitySpace`` (and the other
+names in ``_LAZY``) import it on first access, with NNI's import-time warnings filtered.
 """
 
 from __future__ import annotations
@@ -11,6 +12,14 @@ import importlib
 from typing import Any
 
 from search_spaces.ops import OP_NAMES, OPS, Cost, OpSpec, build_op, op_cost
+from search_spaces.positions import (
+    Position,
+    SpaceError,
+    candidate_macs,
+    detector_choices,
+    detector_positions,
+    normalize_ops,
+)
 from search_spaces.structure import DetectorStructure, FixedLayer, Slot
 
 __all__ = [
@@ -23,10 +32,31 @@ __all__ = [
     "DetectorStructure",
     "FixedLayer",
     "Slot",
+    "Position",
+    "candidate_macs",
+    "detector_choices",
+    "detector_positions",
+    "normalize_ops",
+    "SpaceError",
 ]
 
-# name -> module that defines it; these modules import NNI.
-_LAZY: dict[str, str] = {}
+# name -> module that defines it, imported on first access. The NNI spaces import NNI (so they
+# stay out of __all__); the HPO export is lazy so that `python -m search_spaces.hpo` runs cleanly.
+_LAZY: dict[str, str] = {
+    "hpo_search_space": "search_spaces.hpo",
+    "detector_hpo_search_space": "search_spaces.hpo",
+    "write_hpo_search_space": "search_spaces.hpo",
+    "sample_from_hpo": "search_spaces.hpo",
+    "SpaceInfo": "search_spaces.spaces",
+    "BackboneSpace": "search_spaces.spaces",
+    "NeckSpace": "search_spaces.spaces",
+    "HeadSpace": "search_spaces.spaces",
+    "TrinitySpace": "search_spaces.spaces",
+    "space_info": "search_spaces.spaces",
+    "RetinaNetSpace": "search_spaces.onestage",
+    "RetinaHeadSpace": "search_spaces.onestage",
+    "layer_choice_factory": "search_spaces.choices",
+}
 
 
 def __getattr__(name: str) -> Any:

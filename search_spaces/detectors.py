@@ -3,21 +3,26 @@
 The two-stage Hit-Detector is a torchvision ``FasterRCNN`` with injected backbone+neck,
 RPN, RoI pooling, searched box head and class-specific predictor, configured as in
 shared/reference/hit-detector.md. The fixed builder and the trinity search space both call
-:func:`faster_rcnn` with different block factories.
+:func:`faster_rcnn` with different block factories. The one-stage variant (paper Table 6) is a
+torchvision ``RetinaNet`` on the same backbone and neck with searched head towers
+(:func:`retinanet`, :func:`retinanet_kwargs`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
-from torchvision.models.detection import FasterRCNN
+from torch import nn
+from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
 from search_spaces.components import BackboneWithNeck, BlockFactory, build_backbone, build_head, build_neck
-from search_spaces.structure import DetectorStructure
+from search_spaces.structure import DetectorStructure, head_label
 
 ANCHOR_RATIOS = (0.5, 1.0, 2.0)
 
@@ -60,18 +65,29 @@ def anchor_generator(num_levels: int, base: int = 32) -> AnchorGenerator:
 
 
 def faster_rcnn(
-    structure: DetectorStructure, settings: DetectorSettings, make_block: BlockFactory
+    structure: DetectorStructure,
+    settings: DetectorSettings,
+    make_block: BlockFactory,
+    *,
+    body: nn.Module | None = None,
+    neck: nn.Module | None = None,
+    box_head: nn.Module | None = None,
 ) -> FasterRCNN:
-    """The two-stage detector: searched backbone, PANet neck, RPN on L+1 levels, searched RoI head."""
-    body = build_backbone(structure, make_block)
-    neck = build_neck(structure, make_block, extra_level=True)
+    """The two-stage detector: searched backbone, PANet neck, RPN on L+1 levels, searched RoI head.
+
+    ``body``, ``neck`` and ``box_head``, when given, replace the components built from
+    ``structure`` with ``make_block`` (the trinity search space passes its component spaces,
+    which are the same skeletons filled with NNI choices).
+    """
+    body = body if body is not None else build_backbone(structure, make_block)
+    neck = neck if neck is not None else build_neck(structure, make_block, extra_level=True)
     levels = structure.num_levels
     roi_pool = MultiScaleRoIAlign(
         featmap_names=[str(i) for i in range(levels)],
         output_size=structure.roi_size,
         sampling_ratio=settings.sampling_ratio,
     )
-    box_head = build_head(structure, make_block)
+    box_head = box_head if box_head is not None else build_head(structure, make_block)
     s = settings
     return FasterRCNN(
         BackboneWithNeck(body, neck),
@@ -97,3 +113,84 @@ def faster_rcnn(
         box_nms_thresh=s.box_nms_thresh,
         box_detections_per_img=s.box_detections_per_img,
     )
+
+
+# ----------------------------------------------------------------------------- one-stage (RetinaNet)
+
+RETINA_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))  # three scales per level, as torchvision's RetinaNet
+
+
+def retina_anchor_generator(num_levels: int, base: int = 32) -> AnchorGenerator:
+    """Three scales x three aspect ratios per level; the base size doubles per level."""
+    sizes = tuple(tuple(int(round(base * 2**i * s)) for s in RETINA_SCALES) for i in range(num_levels))
+    return AnchorGenerator(sizes=sizes, aspect_ratios=(ANCHOR_RATIOS,) * num_levels)
+
+
+def search_retina_towers(head: RetinaNetHead, blocks_per_tower: int, make_block: BlockFactory) -> RetinaNetHead:
+    """Replace the conv towers of a torchvision ``RetinaNetHead`` by searched positions (in place).
+
+    Labels: ``head/b0``..``head/b{n-1}`` for the classification tower and ``head/b{n}``..
+    ``head/b{2n-1}`` for the box-regression tower (n = ``blocks_per_tower``), so the architecture
+    JSON's ``head.blocks`` lists the classification tower first. Each block maps C -> C at
+    stride 1 and is shared by all pyramid levels, as the towers it replaces.
+    """
+    channels = head.classification_head.cls_logits.in_channels
+    head.classification_head.conv = nn.Sequential(
+        *(make_block(head_label(i), channels, channels, 1) for i in range(blocks_per_tower))
+    )
+    head.regression_head.conv = nn.Sequential(
+        *(make_block(head_label(blocks_per_tower + i), channels, channels, 1) for i in range(blocks_per_tower))
+    )
+    return head
+
+
+def retina_blocks_per_tower(structure: DetectorStructure) -> int:
+    """RetinaNet uses ``structure.head_blocks`` as the two towers' total: it must be even."""
+    if structure.head_blocks < 2 or structure.head_blocks % 2:
+        raise ValueError(
+            f"a RetinaNet head has two towers of equal depth: head_blocks must be even, got {structure.head_blocks}"
+        )
+    return structure.head_blocks // 2
+
+
+def retinanet_kwargs(
+    structure: DetectorStructure,
+    settings: DetectorSettings,
+    make_block: BlockFactory,
+    *,
+    body: nn.Module | None = None,
+    neck: nn.Module | None = None,
+    head: RetinaNetHead | None = None,
+) -> dict[str, Any]:
+    """The arguments of torchvision's ``RetinaNet`` for the one-stage Hit-Detector (paper Table 6).
+
+    The searched backbone and PANet neck (with its extra stride-64 level: 5 levels) feed a
+    RetinaNet head whose conv towers are searched (:func:`search_retina_towers`). The RoI
+    settings do not apply; ``box_score_thresh``, ``box_nms_thresh`` and
+    ``box_detections_per_img`` configure the post-processing.
+    """
+    body = body if body is not None else build_backbone(structure, make_block)
+    neck = neck if neck is not None else build_neck(structure, make_block, extra_level=True)
+    levels = structure.num_levels + 1
+    anchors = retina_anchor_generator(levels, settings.anchor_base)
+    if head is None:
+        head = RetinaNetHead(structure.neck_channels, anchors.num_anchors_per_location()[0], settings.num_classes)
+        search_retina_towers(head, retina_blocks_per_tower(structure), make_block)
+    s = settings
+    return {
+        "backbone": BackboneWithNeck(body, neck),
+        "num_classes": s.num_classes,
+        "min_size": s.min_size,
+        "max_size": s.max_size,
+        "size_divisible": s.size_divisible,
+        "anchor_generator": anchors,
+        "head": head,
+        "score_thresh": s.box_score_thresh,
+        "nms_thresh": s.box_nms_thresh,
+        "detections_per_img": s.box_detections_per_img,
+    }
+
+
+def retinanet(structure: DetectorStructure, settings: DetectorSettings, make_block: BlockFactory) -> RetinaNet:
+    """The one-stage detector: searched backbone and neck, RetinaNet head with searched towers."""
+    return RetinaNet(**retinanet_kwargs(structure, settings, make_block))

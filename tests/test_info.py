@@ -83,3 +83,21 @@ def test_bad_argument_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["info", "hit-detector", "--input-size", "big"])
     assert info.value.code == 2
+
+
+def test_one_stage_costs_agree_with_counting_the_model():
+    from dataclasses import replace
+
+    arch = tiny_arch(width=0.25)
+    arch = replace(arch, detector_type="retinanet", structure=replace(arch.structure, head_blocks=8))
+    arch.choices.update({"head/b4": "sep_k3", "head/b5": "skip", "head/b6": "conv_k1", "head/b7": "ir_k3_e1"})
+    model = build_detector(arch).eval()
+    h, w = 64, 96
+    cost = detector_cost(arch.structure, arch.sample(), arch.settings.num_classes, (h, w), 0, "retinanet")
+    x = torch.randn(1, 3, h, w)
+    levels = list(model.backbone(x).values())
+    assert cost["head"].params == sum(p.numel() for p in model.head.parameters())
+    assert cost["head"].macs == macs(model.head, levels)
+    assert cost["rpn"].params == cost["rpn"].macs == 0
+    assert cost["total"].params == sum(p.numel() for p in model.parameters())
+    assert cost["total"].macs == macs(model.backbone, x) + cost["head"].macs

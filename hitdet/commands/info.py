@@ -42,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     if args.rois < 0:
         raise UserError(f"--rois must be >= 0, got {args.rois}")
     arch = load_architecture(args.arch)
-    cost = detector_cost(arch.structure, arch.sample(), arch.settings.num_classes, args.input_size, args.rois)
+    cost = detector_cost(
+        arch.structure, arch.sample(), arch.settings.num_classes, args.input_size, args.rois, arch.detector_type
+    )
     keys = [*COMPONENTS, "total"]
     if args.json:
         print(json.dumps({"params": {k: cost[k].params for k in keys}, "macs": {k: cost[k].macs for k in keys}}))
