@@ -1,0 +1,34 @@
+"""The Hit-Detector search strategy for NNI: screening and the end-to-end trinity search.
+
+Needs NNI, Lightning and torch (and :mod:`search_spaces.ops` at most); never ``hitdet``.
+"""
+
+from __future__ import annotations
+
+from strategies.export import SearchResult, export_result
+from strategies.mixed import DEFAULT_COMPONENT, HitDetMixedLayer, component_of
+from strategies.module import HitDetLightningModule
+from strategies.penalty import column_regulariser, column_scores, flops_penalty
+from strategies.screening import PAPER_NECK_SUB_SPACE, RemovalEvent, SubSpaces, kept_after_epoch, load_subspaces
+from strategies.settings import SearchSettings
+from strategies.strategy import HitDetStrategy, split_loader
+
+__all__ = [
+    "HitDetStrategy",
+    "SearchSettings",
+    "SearchResult",
+    "SubSpaces",
+    "RemovalEvent",
+    "load_subspaces",
+    "PAPER_NECK_SUB_SPACE",
+    "export_result",
+    "kept_after_epoch",
+    "split_loader",
+    "flops_penalty",
+    "column_regulariser",
+    "column_scores",
+    "component_of",
+    "DEFAULT_COMPONENT",
+    "HitDetMixedLayer",
+    "HitDetLightningModule",
+]

@@ -1,0 +1,106 @@
+"""What a finished run hands over: the NNI sample and a JSON-ready metadata dict.
+
+The architecture JSON itself is hitdet's (``Architecture.from_sample(sample, structure,
+settings, metadata=result.metadata)``); this module gives it everything the strategy knows.
+MACs and parameters here cover the *searched positions only* (the fixed stem, tail, neck
+paths and fc are the same for every architecture of a space); ``fixed_params`` is the rest of
+the supernet's parameters, so ``exact + fixed`` is the exported model's parameter count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from strategies.module import HitDetLightningModule
+from strategies.penalty import expected_macs
+from strategies.screening import SubSpaces
+
+
+@dataclass
+class SearchResult:
+    """The exported architecture: NNI sample, metadata and (screen mode) the sub spaces."""
+
+    sample: dict[str, Any]
+    metadata: dict[str, Any]
+    sub_spaces: SubSpaces | None = None
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+
+
+def _only(d: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    return {k: d[k] for k in keys}
+
+
+def export_result(module: HitDetLightningModule) -> SearchResult:
+    """Argmax sample and metadata of a (finished or running) HitDet one-shot module."""
+    module.prepare()
+    sample = {str(k): v for k, v in module.export().items()}  # plain str keys (NNI's are a subclass)
+    with torch.no_grad():
+        probs = module.probs()
+        onehot = {}
+        for label, group in module.layers.items():
+            p = torch.zeros_like(probs[label])
+            p[group[0].names.index(sample[label])] = 1.0
+            onehot[label] = p
+        unit = {"space": "per image (the space's analytic table)", "measured": "per batch (first training batch)"}
+        macs: dict[str, Any] = {
+            "source": module.costs.source,
+            "unit": unit.get(module.costs.source),
+            "searched_positions_only": True,
+        }
+        if module.costs.available:
+            macs.update(
+                expected=float(expected_macs(probs, module.costs.macs)),
+                exact=float(expected_macs(onehot, module.costs.macs)),
+                uniform_reference=module.reference_macs,
+                per_component={
+                    c: {
+                        "expected": float(
+                            expected_macs(_only(probs, comp.labels), _only(module.costs.macs, comp.labels))
+                        ),
+                        "exact": float(
+                            expected_macs(_only(onehot, comp.labels), _only(module.costs.macs, comp.labels))
+                        ),
+                    }
+                    for c, comp in module.components.items()
+                },
+            )
+        params = {
+            "expected": float(expected_macs(probs, module.params_table)),
+            "exact": float(expected_macs(onehot, module.params_table)),
+            "fixed_params": module.fixed_params,
+            "searched_positions_only": True,
+        }
+    alpha_probs = {}
+    for label, g in module.layers.items():
+        mask = g[0].active_mask.tolist()
+        alpha_probs[label] = {
+            str(n): float(p) for n, p, a in zip(g[0].names, probs[label].tolist(), mask, strict=True) if a
+        }
+    searched = {
+        c: [
+            col
+            for col in comp.columns
+            if any(str(n) == col for label in comp.labels for n in module.layers[label][0].active_names())
+        ]
+        for c, comp in module.components.items()
+    }
+    metadata = {
+        "strategy": "hitdet",
+        "mode": module.settings.mode,
+        "sample": {label: _jsonable(v) for label, v in sample.items()},
+        "alpha_probabilities": alpha_probs,
+        "sub_spaces": searched,
+        "initial_sub_spaces": module.initial_columns,
+        "macs": macs,
+        "params": params,
+        "settings": module.settings.to_dict(),
+        "screening_events": [{"component": e.component, **e.to_dict()} for e in module.events],
+    }
+    subs = module.sub_spaces() if module.settings.screening else None
+    return SearchResult(sample, metadata, subs)
