@@ -1,0 +1,83 @@
+"""``hitdet eval ARCH --weights W --data DIR``: COCO box metrics of a trained detector."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="COCO box mAP of trained weights on a dataset split")
+    p.add_argument("arch", help="architecture JSON the weights were trained with (RUN/architecture.json)")
+    p.add_argument("--weights", help="weights: RUN/best.pt, RUN/last.pt or a Lightning .ckpt (required)")
+    p.add_argument("--data", help="dataset folder in COCO layout (default: the run's own, else the built-in one)")
+    p.add_argument("--split", default="val", help="split to evaluate (default val)")
+    p.add_argument("--out", help="folder for metrics.json and detections.json (default: WEIGHTS folder/eval)")
+    p.add_argument("--backend", default="pycocotools", choices=["pycocotools", "faster-coco-eval"],
+                   help="COCOeval implementation (default pycocotools)")
+    p.add_argument("--batch-size", type=int,
+                   help="images per forward pass (default: the run's eval_batch_size, as in its validation; else 4)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--detections", help="score this COCO results file instead of running a model (no weights read)")
+    p.add_argument("--force", action="store_true", help="replace the results in a non-empty --out folder")
+    p.set_defaults(func=run)
+
+
+def _run_eval_batch_size(run_dir: Path, default: int = 4) -> int:
+    """The validation batch size of the run an architecture JSON belongs to (padding depends on it)."""
+    import yaml
+
+    try:
+        value = yaml.safe_load((run_dir / "config.yaml").read_text()).get("eval_batch_size")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return default
+    return value if isinstance(value, int) and value > 0 else default
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from hitdet.architecture import load_architecture, write_json_atomic
+    from hitdet.builder import build_detector
+    from hitdet.data import ensure_synthetic, load_split
+    from hitdet.data.synth import check_output_dir
+    from hitdet.errors import UserError
+    from hitdet.evaluation import coco_evaluate, format_table, load_detections, predict
+    from hitdet.training.runner import architecture_categories, recorded_data
+    from hitdet.training.weights import load_weights
+
+    if not args.weights and not args.detections:
+        raise UserError("--weights: required (the trained weights, e.g. RUN/best.pt)")
+    if args.batch_size is None:
+        args.batch_size = _run_eval_batch_size(Path(args.arch).parent)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size: must be positive, got {args.batch_size}")
+    arch = load_architecture(args.arch)
+    data_dir = Path(args.data) if args.data else recorded_data(Path(args.arch).parent) or ensure_synthetic()
+    cats = architecture_categories(arch)
+    ds = load_split(data_dir, args.split, categories=cats)
+    if arch.settings.num_classes != ds.num_classes + 1:
+        raise UserError(f"{args.arch}: detector.num_classes is {arch.settings.num_classes}, but {ds.ann_file} has "
+                        f"{ds.num_classes} categories (+ background = {ds.num_classes + 1})")
+    default_out = Path(args.weights or args.detections).resolve().parent / "eval"
+    out = Path(args.out) if args.out else default_out
+    check_output_dir(out, args.force)
+    if args.detections:
+        detections = load_detections(args.detections)
+    else:
+        model = load_weights(build_detector(arch), args.weights)
+        ds.verify_images()
+        try:
+            device = torch.device(args.device)
+        except RuntimeError as exc:
+            raise UserError(f"--device: {exc}") from None
+        detections = predict(model, ds, batch_size=args.batch_size, device=device)
+    metrics = coco_evaluate(ds.coco, detections, backend=args.backend)
+    write_json_atomic(out / "detections.json", detections)
+    write_json_atomic(out / "metrics.json", {
+        "metrics": metrics, "weights": str(args.weights), "architecture": str(args.arch),
+        "annotations": str(ds.ann_file), "images": len(ds), "detections": len(detections), "backend": args.backend,
+    })
+    print(format_table(metrics, f"COCO box metrics: {ds.ann_file} ({len(ds)} images, {len(detections)} detections)"))
+    print(f"wrote {out / 'metrics.json'} and {out / 'detections.json'}")
+    return 0

@@ -1,0 +1,65 @@
+"""``hitdet train ARCH --data DIR --out RUN``: retrain a fixed detector (see hitdet.training.runner)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="retrain an architecture (JSON or preset) on a COCO-format dataset")
+    p.add_argument("arch", nargs="?", help="architecture JSON or preset name (with --resume: the run's own)")
+    p.add_argument("--data", help="dataset folder in COCO layout (default: the built-in synthetic dataset)")
+    p.add_argument("--out", required=True, help="run folder (weights, checkpoints, logs, metrics)")
+    p.add_argument("--config", help="YAML config file or recipe name: paper (default), synth-cpu")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set epochs=6 --set detector.min_size=128 (repeatable)")
+    p.add_argument("--epochs", type=int, help="shortcut for --set epochs=N")
+    p.add_argument("--batch-size", type=int, help="images per device per step (lr scales with it)")
+    p.add_argument("--lr", type=float, help="fixed learning rate (default: 0.04 x total batch / 32)")
+    p.add_argument("--width", type=float, help="channel width multiplier of the architecture")
+    p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="replace a non-empty run folder")
+    p.add_argument("--accelerator", default="cpu", help="Lightning accelerator: cpu (default), gpu, auto")
+    p.add_argument("--devices", default="1", help="number of devices (default 1); >1 with --strategy ddp")
+    p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    p.set_defaults(func=run)
+
+
+def _devices(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+def run(args: argparse.Namespace) -> int:
+    from hitdet.architecture import load_architecture
+    from hitdet.errors import UserError
+    from hitdet.training.config import load_config
+
+    out = Path(args.out)
+    config = args.config
+    if args.resume:
+        if config is None and (out / "config.yaml").is_file():
+            config = out / "config.yaml"
+        arch = load_architecture(out / "architecture.json") if (out / "architecture.json").is_file() else None
+        if arch is None:
+            raise UserError(f"{out / 'architecture.json'}: not found, nothing to resume")
+    else:
+        if args.arch is None:
+            raise UserError("ARCH: give an architecture JSON or preset name (e.g. hit-detector)")
+        arch = load_architecture(args.arch)
+    cfg = load_config(config, args.overrides, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      width=args.width)
+    from hitdet.training.runner import train
+
+    summary = train(arch, out, cfg, data_dir=args.data, resume=args.resume, force=args.force,
+                    accelerator=args.accelerator, devices=_devices(args.devices), strategy=args.strategy,
+                    progress=not args.no_progress)
+    if summary:
+        best, last = summary.get("best"), summary.get("last")
+        if last:
+            print(f"last epoch {last['epoch']}: AP {last['AP']:.4f}  AP50 {last['AP50']:.4f}")
+        if best:
+            print(f"best epoch {best['epoch']}: AP {best['AP']:.4f}  AP50 {best['AP50']:.4f}")
+        print(f"weights: {out / 'best.pt'}, {out / 'last.pt'}; architecture: {out / 'architecture.json'}")
+    return 0

@@ -1,0 +1,159 @@
+"""The Lightning module that trains a detector: used by ``hitdet train`` and wrapped by the search.
+
+Why one module for both: the search's weight steps and the retraining must use the same
+losses, optimiser and schedule. It subclasses NNI's ``LightningModule`` so that an NNI
+evaluator can hand it a supernet with :meth:`set_model`; retraining passes the fixed
+detector to the constructor instead.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import SGD
+from torch.optim.lr_scheduler import LambdaLR
+
+from hitdet.evaluation import METRIC_NAMES, coco_evaluate, to_coco_results
+from hitdet.training.config import TrainConfig
+from hitdet.training.schedule import warmup_cosine_factor, warmup_step_factor
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*(Buffer|LinearCrossEntropyOptions).*", category=RuntimeWarning)
+    from nni.nas.evaluator.pytorch.lightning import LightningModule
+
+
+class DetectionModule(LightningModule):
+    """Train a torchvision detector (loss dict in train mode) and validate it by COCO mAP.
+
+    - ``training_step`` returns the sum of the detector's losses and logs each as ``train/<name>``;
+    - ``configure_optimizers`` returns one SGD optimiser (momentum, weight decay from the
+      config, lr scaled by the total batch size) with a per-step LambdaLR: linear warm-up then
+      steps by ``gamma`` at the ``milestones`` epochs;
+    - gradients are clipped to ``config.grad_clip_norm`` (unless the Trainer sets its own);
+    - validation runs the detector in eval mode and logs ``val/AP``, ``val/AP50``, ... computed
+      by COCOeval against the validation dataset's ground truth (a :class:`CocoDetection` or a
+      Subset of one, found through the trainer, or given with :meth:`set_validation_data`).
+    """
+
+    def __init__(self, model: nn.Module | None = None, config: TrainConfig | Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        if config is None:
+            config = TrainConfig()
+        elif isinstance(config, Mapping):
+            config = TrainConfig(**config)
+        self.config: TrainConfig = config
+        self.save_hyperparameters({"config": config.to_dict()})
+        if model is not None:
+            self.set_model(model)
+        self._val_dataset: Any = None
+        self._val_results: list[dict[str, Any]] = []
+        self._val_ids: list[int] = []
+        self.last_metrics: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ training
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict[str, Any]] | None = None) -> Any:
+        return self.model(images, targets)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        losses: dict[str, torch.Tensor] = self.model(images, targets)
+        loss = sum(losses.values())
+        n = len(images)
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, batch_size=n)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        return loss  # type: ignore[return-value]
+
+    def _world_size(self) -> int:
+        trainer = self._trainer
+        return int(getattr(trainer, "world_size", 1) or 1) if trainer is not None else 1
+
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps per epoch (for the step schedule), from the attached trainer."""
+        trainer = self._trainer
+        if trainer is None:
+            return 1
+        total = trainer.estimated_stepping_batches
+        epochs = trainer.max_epochs
+        if epochs and epochs > 0 and math.isfinite(total):
+            return max(1, int(round(total / epochs)))
+        batches = trainer.num_training_batches
+        return max(1, int(batches)) if math.isfinite(batches) else 1
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.config
+        lr = cfg.total_lr(self._world_size())
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        if cfg.schedule == "cosine":
+            factor = warmup_cosine_factor(self.steps_per_epoch() * cfg.epochs, cfg.warmup_iters, cfg.warmup_ratio)
+        else:
+            factor = warmup_step_factor(
+                self.steps_per_epoch(), cfg.milestones, cfg.gamma, cfg.warmup_iters, cfg.warmup_ratio
+            )
+        scheduler = LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        value = gradient_clip_val if gradient_clip_val is not None else self.config.grad_clip_norm
+        if value and value > 0:
+            algorithm = gradient_clip_algorithm or "norm"
+            self.clip_gradients(optimizer, gradient_clip_val=value, gradient_clip_algorithm=algorithm)
+
+    # ------------------------------------------------------------------ validation
+
+    def set_validation_data(self, dataset: Any) -> None:
+        """The dataset whose ground truth validation scores against (default: the val loader's)."""
+        self._val_dataset = dataset
+
+    def _validation_base(self) -> Any:
+        from hitdet.data import unwrap
+
+        dataset = self._val_dataset
+        if dataset is None and self._trainer is not None:
+            loaders = self._trainer.val_dataloaders
+            if isinstance(loaders, (list, tuple)):
+                loaders = loaders[0] if loaders else None
+            dataset = getattr(loaders, "dataset", None)
+        if dataset is None:
+            return None
+        base, _ = unwrap(dataset)
+        return base if hasattr(base, "coco") and hasattr(base, "label_to_cat_id") else None
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_results, self._val_ids = [], []
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        images, targets = batch
+        outputs = self.model(images)
+        base = self._validation_base()
+        ids = [int(t["image_id"]) for t in targets]
+        self._val_ids.extend(ids)
+        if base is not None:
+            self._val_results.extend(to_coco_results(outputs, ids, base.label_to_cat_id))
+
+    def on_validation_epoch_end(self) -> None:
+        base = self._validation_base()
+        if base is None:
+            warnings.warn("validation data is not a COCO dataset: no mAP computed", UserWarning, stacklevel=1)
+            return
+        results, ids = self._val_results, self._val_ids
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, (results, ids))
+            results = [r for part in gathered for r in part[0]]
+            ids = [i for part in gathered for i in part[1]]
+        metrics = coco_evaluate(base.coco, results, image_ids=ids, backend=self.config.backend)
+        self.last_metrics = metrics
+        for name in METRIC_NAMES:
+            self.log(f"val/{name}", metrics[name], prog_bar=name in ("AP", "AP50"), sync_dist=self._world_size() > 1)
+        self._val_results, self._val_ids = [], []

@@ -1,0 +1,100 @@
+"""End to end: `hitdet train` (run folder, resume, refusals) then `hitdet eval` on its weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hitdet import build_detector, load_architecture
+from hitdet.cli import main
+from hitdet.data import SYNTH_CATEGORIES, SynthSpec, write_synthetic
+from hitdet.training import load_weights, read_state_dict
+
+TRAIN = ["--config", "synth-cpu", "--set", "detector.min_size=64", "--set", "detector.max_size=80",
+         "--set", "eval_batch_size=1", "--batch-size", "4", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("e2e")
+    data = write_synthetic(root / "data", SynthSpec(num_train=8, num_val=4, seed=2))
+    out = root / "run"
+    assert main(["train", "hit-detector", "--data", str(data), "--out", str(out), "--epochs", "1", *TRAIN]) == 0
+    return {"root": root, "data": data, "out": out}
+
+
+def test_run_folder_contents(run: dict[str, Path]) -> None:
+    out = run["out"]
+    for name in ("architecture.json", "config.yaml", "best.pt", "last.pt", "metrics.json",
+                 "checkpoints/last.ckpt", "checkpoints/epoch000.ckpt", "checkpoints/best.ckpt"):
+        assert (out / name).is_file(), name
+    arch = load_architecture(out / "architecture.json")
+    assert arch.settings.num_classes == len(SYNTH_CATEGORIES) + 1 and arch.settings.min_size == 64
+    assert [c["id"] for c in arch.metadata["categories"]] == sorted(c["id"] for c in SYNTH_CATEGORIES)
+    model = load_weights(build_detector(arch), out / "best.pt")
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000  # the width-scaled preset
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1] and 0.0 <= history[0]["AP"] <= 1.0
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/loss_classifier", "lr", "val/AP", "val/AP50"} <= tags
+
+
+def test_refuses_existing_run_and_bad_data_without_writing(run: dict[str, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    before = (run["out"] / "last.pt").stat().st_mtime_ns
+    assert main(["train", "hit-detector", "--data", str(run["data"]), "--out", str(run["out"]), *TRAIN]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (run["out"] / "last.pt").stat().st_mtime_ns == before
+    out = tmp_path / "new"
+    assert main(["train", "hit-detector", "--data", str(tmp_path / "missing"), "--out", str(out), *TRAIN]) == 2
+    err = capsys.readouterr().err
+    assert "missing: dataset folder not found" in err and err.count("\n") == 1
+    assert not out.exists()
+    assert main(["train", "hit-detector", "--data", str(run["data"]), "--out", str(out), "--set", "lr=fast"]) == 2
+    assert "--set lr: lr: expected float" in capsys.readouterr().err and not out.exists()
+
+
+def test_resume_continues_and_eval_reproduces_validation(run: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    out, data = run["out"], run["data"]
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert (out / "checkpoints" / "epoch001.ckpt").is_file()
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1  # 0-based: 2 epochs
+
+    ev = run["root"] / "eval-last"
+    arch = str(out / "architecture.json")
+    assert main(["eval", arch, "--weights", str(out / "last.pt"), "--data", str(data), "--out", str(ev),
+                 "--batch-size", "1"]) == 0
+    assert "AP50" in capsys.readouterr().out
+    metrics = json.loads((ev / "metrics.json").read_text())["metrics"]
+    assert metrics["AP"] == pytest.approx(history[-1]["AP"], abs=1e-6)  # the same model, the same numbers
+    dets = json.loads((ev / "detections.json").read_text())
+    assert {d["category_id"] for d in dets} <= {c["id"] for c in SYNTH_CATEGORIES}  # original ids
+
+    ev2 = run["root"] / "eval-ckpt"
+    assert main(["eval", arch, "--weights", str(out / "checkpoints" / "last.ckpt"), "--data", str(data),
+                 "--out", str(ev2), "--batch-size", "1"]) == 0
+    assert json.loads((ev2 / "metrics.json").read_text())["metrics"] == metrics
+    state = read_state_dict(out / "checkpoints" / "last.ckpt")
+    assert all(torch.equal(state[k], v) for k, v in read_state_dict(out / "last.pt").items())
+
+
+def test_eval_errors_are_one_line(run: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    out, data = run["out"], run["data"]
+    arch = str(out / "architecture.json")
+    assert main(["eval", arch, "--weights", str(out / "nope.pt"), "--data", str(data)]) == 2
+    assert "nope.pt: weights file not found" in capsys.readouterr().err
+    assert main(["eval", "hit-detector", "--weights", str(out / "best.pt"), "--data", str(data)]) == 2
+    assert "num_classes is 81" in capsys.readouterr().err
+    bad = run["root"] / "bad.pt"
+    bad.write_bytes(b"garbage")
+    assert main(["eval", arch, "--weights", str(bad), "--data", str(data)]) == 2
+    assert "bad.pt: cannot read weights" in capsys.readouterr().err
