@@ -1,0 +1,184 @@
+"""One pretraining run: data, model, Lightning trainer, run folder, weights file.
+
+Run folder ``OUT``:
+
+- ``backbone.pt``: the pretrained backbone (:mod:`hitdet.pretrain.weights`), what
+  ``hitdet train|screen|search --backbone-weights`` read;
+- ``pretrain.json``: target, config, classes, final metrics, load instructions;
+- ``checkpoints/``: Lightning checkpoints, one per epoch (the newest ``keep_checkpoints``)
+  and ``last.ckpt`` for ``--resume``;
+- ``tensorboard/``: loss, top-1/top-5 and learning rate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from hitdet.architecture import write_json_atomic
+from hitdet.errors import UserError
+from hitdet.pretrain.config import PretrainConfig
+from hitdet.pretrain.data import load_classification_data
+from hitdet.pretrain.model import BackboneClassifier, PretrainTarget
+from hitdet.pretrain.weights import load_backbone_weights, save_backbone_weights
+
+WEIGHTS_NAME = "backbone.pt"
+SUMMARY_NAME = "pretrain.json"
+RUN_NAME = "run.json"
+_OWN = (WEIGHTS_NAME, SUMMARY_NAME, RUN_NAME, "checkpoints", "tensorboard")
+
+
+def _is_ddp_child() -> bool:
+    """A process that Lightning's DDP launcher started: rank 0 already prepared the run folder."""
+    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+
+
+def prepare_run_folder(out: Path, target: PretrainTarget, *, resume: bool, force: bool) -> Path | None:
+    """Check (and with ``force`` clear) the run folder; returns the checkpoint to resume from, if any."""
+    run_file = out / RUN_NAME
+    if resume:
+        ckpt = out / "checkpoints" / "last.ckpt"
+        if not ckpt.is_file():
+            raise UserError(f"{out}: nothing to resume (no checkpoints/last.ckpt)")
+        if run_file.is_file():
+            before = json.loads(run_file.read_text()).get("target", {})
+            now = json.loads(json.dumps(target.describe()))
+            for key in ("kind", "structure", "candidates"):
+                if before.get(key) != now.get(key):
+                    raise UserError(f"{out}: --resume with another target than the run's ({key} differs)")
+        return ckpt
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not _is_ddp_child():
+        if not force:
+            raise UserError(f"{out}: folder is not empty (use --force to replace its run, --resume to continue it)")
+        for name in _OWN:
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    return None
+
+
+def run_pretraining(
+    target: PretrainTarget,
+    data_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    config: PretrainConfig,
+    *,
+    accelerator: str = "cpu",
+    devices: int | str = 1,
+    strategy: str = "auto",
+    resume: bool = False,
+    force: bool = False,
+    init_weights: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Pretrain ``target`` as a classifier on ``data_dir``; writes ``out_dir/backbone.pt``; returns the summary."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from hitdet.pretrain.module import ClassificationModule
+
+    out = Path(out_dir)
+    data = load_classification_data(data_dir, config)
+    ckpt = prepare_run_folder(out, target, resume=resume, force=force)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+
+    backbone = target.build_backbone(uniform=True)
+    init_report = None
+    if init_weights is not None:
+        init_report = load_backbone_weights(backbone, init_weights, choices=target.choices)
+        print(init_report.summary())
+    model = BackboneClassifier(backbone, len(data.classes))
+    module = ClassificationModule(model, config)
+
+    loader_args: dict[str, Any] = {
+        "batch_size": config.batch_size,
+        "num_workers": config.num_workers,
+        "pin_memory": accelerator != "cpu",
+        "persistent_workers": config.num_workers > 0,
+    }
+    train_loader = DataLoader(data.train, shuffle=True, drop_last=len(data.train) > config.batch_size, **loader_args)
+    val_loader = DataLoader(data.val, shuffle=False, **loader_args) if data.val is not None else None
+
+    if not _is_ddp_child():
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            out / RUN_NAME,
+            {"target": target.describe(), "config": config.to_dict(), "data": str(data.root), "classes": data.classes},
+        )
+    checkpoint = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="epoch{epoch:03d}",
+        auto_insert_metric_name=False,
+        every_n_epochs=1,
+        save_last=True,
+        save_top_k=config.keep_checkpoints,
+        monitor="step" if config.keep_checkpoints != -1 else None,
+        mode="max",
+    )
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        max_epochs=config.epochs,
+        max_steps=config.max_steps,
+        precision=config.precision,
+        sync_batchnorm=config.sync_batchnorm,
+        logger=TensorBoardLogger(str(out), name="tensorboard", version=""),
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=config.log_every_n_steps,
+        deterministic=False,
+    )
+    start = time.time()
+    try:
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(ckpt) if ckpt else None)
+    except RuntimeError as exc:
+        if ckpt is not None and "Error(s) in loading state_dict" in str(exc):
+            raise UserError(f"{ckpt}: the checkpoint does not fit this target: {str(exc).splitlines()[0]}") from None
+        raise
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor)}
+    summary: dict[str, Any] = {
+        "format": "hitdet-pretrain",
+        "version": 1,
+        "weights": str(out / WEIGHTS_NAME),
+        "target": target.describe(),
+        "config": config.to_dict(),
+        "data": str(data.root),
+        "classes": data.classes,
+        "epochs_done": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "metrics": metrics,
+        "seconds": round(time.time() - start, 1),
+        "init_weights": init_report.to_dict() if init_report else None,
+        "use": (
+            "hitdet train ARCH --backbone-weights BACKBONE.pt"
+            if target.kind == "architecture"
+            else "hitdet screen|search ... --backbone-weights BACKBONE.pt (same space, depth and width)"
+        ),
+    }
+    if trainer.is_global_zero:
+        meta = {
+            **target.describe(),
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,
+            "num_classes": len(data.classes),
+            "image_size": config.image_size,
+            "metrics": metrics,
+        }
+        save_backbone_weights(out / WEIGHTS_NAME, model.backbone, meta)
+        write_json_atomic(out / SUMMARY_NAME, summary)
+    return summary
