@@ -17,7 +17,14 @@ from hitdet.errors import UserError
 
 # Subcommand modules, in the order `hitdet --help` lists them.
 COMMAND_MODULES = [
+    "hitdet.commands.demo",
     "hitdet.commands.info",
+    "hitdet.commands.data",
+    "hitdet.commands.search",
+    "hitdet.commands.train",
+    "hitdet.commands.eval",
+    "hitdet.commands.pretrain",
+    "hitdet.commands.plot",
 ]
 
 

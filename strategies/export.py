@@ -101,6 +101,7 @@ def export_result(module: HitDetLightningModule) -> SearchResult:
         "params": params,
         "settings": module.settings.to_dict(),
         "screening_events": [{"component": e.component, **e.to_dict()} for e in module.events],
+        "score_history": module.history,
     }
     subs = module.sub_spaces() if module.settings.screening else None
     return SearchResult(sample, metadata, subs)

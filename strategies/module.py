@@ -64,6 +64,7 @@ class HitDetLightningModule(DartsLightningModule):
         self.params_table: dict[str, torch.Tensor] = {}
         self.fixed_params = 0
         self.events: list[RemovalEvent] = []
+        self.history: list[dict[str, Any]] = []  # column scores per epoch (the paper's Fig. 4 view)
         self.initial_columns: dict[str, list[str]] = {}
         self._recorder: InputRecorder | None = None
         self._weight_params: list[nn.Parameter] | None = None
@@ -359,6 +360,9 @@ class HitDetLightningModule(DartsLightningModule):
                 self.drop_op(c, op, score)
 
     def on_train_epoch_end(self) -> None:
+        self.history.append(
+            {"epoch": int(self.trainer.current_epoch), "step": int(self.trainer.global_step), "scores": self.scores()}
+        )
         if self.settings.screening and self._arch_on():
             self.screen()
         if self.settings.log_heatmaps:
@@ -378,6 +382,7 @@ class HitDetLightningModule(DartsLightningModule):
         checkpoint[CHECKPOINT_KEY] = {
             "active": {label: g[0].active_mask.tolist() for label, g in self.layers.items()},
             "events": [vars(e) for e in self.events],
+            "history": self.history,
             "initial_columns": self.initial_columns,
             "costs": {
                 "source": self.costs.source,
@@ -403,6 +408,7 @@ class HitDetLightningModule(DartsLightningModule):
                             layer.drop(name)
             self._weight_params = None
             self.events = [RemovalEvent(**e) for e in state["events"]]
+            self.history = list(state.get("history", []))
             self.initial_columns = {c: list(v) for c, v in state["initial_columns"].items()}
             costs = state["costs"]
             if costs["source"] != "unavailable" or self._recorder is None:

@@ -1,0 +1,81 @@
+"""``hitdet screen`` and ``hitdet search``: screen the op pool, then search the trinity end to end."""
+
+from __future__ import annotations
+
+import argparse
+
+from hitdet.errors import UserError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="COCO-format dataset folder (default: the built-in synthetic dataset)")
+    p.add_argument("--out", required=True, help="run folder to create")
+    p.add_argument("--config", help="YAML config or a recipe name (paper, synth-cpu)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. train.epochs=2 or strategy.mu=0.2 (repeatable)")
+    p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
+    p.add_argument("--backbone-weights", help="pretrained supernet backbone (hitdet pretrain --space)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.ckpt")
+    p.add_argument("--force", action="store_true", help="replace an existing, non-empty run folder")
+    p.add_argument("--accelerator", default="cpu", help="Lightning accelerator (cpu, gpu, auto)")
+    p.add_argument("--devices", default="1", help="Lightning devices (e.g. 8)")
+    p.add_argument("--strategy", default="auto", help="Lightning strategy (auto, ddp)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    screen = sub.add_parser("screen", help="screen the 32-op pool into per-component sub spaces (paper Sec. 3.2)")
+    _common(screen)
+    screen.add_argument("--components", help="screen only these components, e.g. backbone or neck,head")
+    screen.add_argument("--num-ops", type=int, help="ops kept per component (default 8)")
+    screen.add_argument("--mu", type=float, help="weight of the column-sparse regulariser (default 0.1)")
+    screen.set_defaults(func=run, mode="screen")
+    search = sub.add_parser("search", help="end-to-end trinity search with the FLOPs penalty (paper Sec. 3.3-3.4)")
+    _common(search)
+    search.add_argument("--sub-spaces", help="subspaces.json from hitdet screen, 'paper-neck' or 'all' (default)")
+    search.add_argument("--lambda", dest="lam", type=float, help="weight of the FLOPs penalty (default 0.01)")
+    search.set_defaults(func=run, mode="search")
+
+
+def _devices(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+def run(args: argparse.Namespace) -> int:
+    from hitdet.searching import load_search_config, run_search
+
+    overrides = list(args.set)
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    if args.mode == "screen":
+        if args.components:
+            comps = [c.strip() for c in args.components.split(",") if c.strip()]
+            overrides.append(f"strategy.screen_components=[{', '.join(comps)}]")
+        if args.num_ops is not None:
+            overrides.append(f"strategy.num_ops={args.num_ops}")
+        if args.mu is not None:
+            overrides.append(f"strategy.mu={args.mu}")
+    else:
+        if args.sub_spaces:
+            overrides.append(f"sub_spaces={args.sub_spaces}")
+        if args.lam is not None:
+            overrides.append(f"strategy.penalty_lambda={args.lam}")
+    cfg = load_search_config(args.mode, args.config, overrides)
+    if args.mode == "screen" and cfg.strategy.get("screen_components"):
+        unknown = set(cfg.strategy["screen_components"]) - {"backbone", "neck", "head"}
+        if unknown:
+            raise UserError(f"--components: unknown component {sorted(unknown)[0]!r} (known: backbone, neck, head)")
+    summary = run_search(
+        args.mode, args.out, cfg, args.data, resume=args.resume, force=args.force,
+        backbone_weights=args.backbone_weights, accelerator=args.accelerator, devices=_devices(args.devices),
+        strategy=args.strategy, progress=not args.no_progress,
+    )
+    if not summary:
+        return 0
+    if args.mode == "screen":
+        for comp, ops in summary["kept"].items():
+            print(f"{comp:<9} kept {len(ops)}: {', '.join(ops)}")
+        print(f"sub spaces: {summary['sub_spaces']}")
+    else:
+        print(f"architecture: {summary['architecture']}")
+    return 0

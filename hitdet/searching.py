@@ -1,0 +1,384 @@
+"""``hitdet screen`` and ``hitdet search``: the two stages of the Hit-Detector search on a dataset.
+
+Both build a :class:`~search_spaces.TrinitySpace` sized for the data, wrap the shared
+:class:`~hitdet.training.module.DetectionModule` in NNI's Lightning evaluator and run
+:class:`~strategies.HitDetStrategy` through ``NasExperiment``. Run folder::
+
+    RUN/subspaces.json       screen: the kept ops per component, their scores, the removals
+    RUN/architecture.json    search: the argmax architecture (α, sub spaces, MACs in metadata)
+    RUN/sample.json          the exported NNI sample {label: op}
+    RUN/metadata.json        α probabilities, score history, MACs, settings (``hitdet plot RUN``)
+    RUN/config.yaml          the resolved config (train, strategy, ops, sizes)
+    RUN/run.json             the dataset folder and the mode (``--resume`` needs no ``--data``)
+    RUN/checkpoints/         Lightning checkpoints every epoch and last.ckpt (weights, α, both
+                             optimisers, schedulers, removed ops) for ``--resume``
+    RUN/tensorboard/         losses, penalty, expected MACs, α entropy, α heatmaps, removals
+    RUN/nni/                 NNI's experiment folder (logs)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import typing
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hitdet.architecture import Architecture, write_json_atomic, write_text_atomic
+from hitdet.errors import UserError
+from hitdet.training.config import TrainConfig, parse_override
+
+MODES = ("screen", "search")
+COMPONENTS = ("backbone", "neck", "head")
+
+# Built-in recipes (``--config NAME``): the paper's settings, and the small CPU setting of the demo.
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {
+        "train": {"epochs": 12, "schedule": "cosine", "base_lr": 0.04, "warmup_iters": 0},
+    },
+    "synth-cpu": {
+        "train": {
+            "epochs": 4,
+            "batch_size": 4,
+            "lr": 0.02,
+            "schedule": "cosine",
+            "warmup_iters": 20,
+            "warmup_ratio": 0.1,
+            "width": 0.125,
+            "detector": {
+                "min_size": 128,
+                "max_size": 160,
+                "anchor_base": 16,
+                "rpn_pre_nms_top_n_train": 300,
+                "rpn_post_nms_top_n_train": 150,
+                "rpn_pre_nms_top_n_test": 150,
+                "rpn_post_nms_top_n_test": 50,
+                "rpn_batch_size_per_image": 64,
+                "box_batch_size_per_image": 16,
+            },
+        },
+        "strategy": {"arch_start_epoch": 1, "arc_learning_rate": 0.01},
+    },
+}
+
+
+@dataclass
+class SearchConfig:
+    """One screening or search run: the weight training, the strategy, and the space."""
+
+    detector: str = "faster_rcnn"  # or "retinanet": the one-stage variant (paper Table 6)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    strategy: dict[str, Any] = field(default_factory=dict)  # strategies.SearchSettings fields
+    ops: list[str] | dict[str, list[str]] | None = None  # screen: the pool to screen (default: all 32)
+    sub_spaces: str = "all"  # search: "all", "paper-neck" or a sub-spaces JSON from hitdet screen
+    input_size: list[int] | None = None  # (H, W) the FLOPs penalty prices ops at; default: training size
+    num_rois: int | None = None  # RoIs the head's MACs scale with; default: RoIs sampled per image
+    steps_per_epoch: int | None = None  # cap on batches per epoch (Lightning's limit_train_batches)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "detector": self.detector,
+            "train": self.train.to_dict(),
+            "strategy": dict(self.strategy),
+            "ops": self.ops,
+            "sub_spaces": self.sub_spaces,
+            "input_size": self.input_size,
+            "num_rois": self.num_rois,
+            "steps_per_epoch": self.steps_per_epoch,
+        }
+
+
+def _strategy_settings(mode: str, values: dict[str, Any], source: str) -> Any:
+    from strategies import SearchSettings
+
+    known = {f.name for f in dataclasses.fields(SearchSettings)} - {"mode", "sub_spaces"}
+    unknown = set(values) - known
+    if unknown:
+        raise UserError(f"{source}: strategy.{sorted(unknown)[0]}: unknown key (known: {', '.join(sorted(known))})")
+    try:
+        return SearchSettings(mode=mode, **values)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{source}: strategy: {exc}") from None
+
+
+def load_search_config(
+    mode: str, config: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
+) -> SearchConfig:
+    """A config from a recipe name or YAML file, then ``--set section.key=value`` overrides.
+
+    Sections: ``train`` (the keys of ``hitdet train``'s config), ``strategy`` (the strategy's
+    settings), and the top-level keys ``ops``, ``sub_spaces``, ``input_size``, ``num_rois``.
+    """
+    layers: list[tuple[dict[str, Any], str]] = []
+    if config is not None:
+        name = str(config)
+        if name in RECIPES:
+            layers.append((RECIPES[name], f"recipe {name}"))
+        else:
+            path = Path(name)
+            if not path.is_file():
+                raise UserError(f"{name}: config file not found (built-in recipes: {', '.join(RECIPES)})")
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise UserError(f"{name}: invalid YAML: {str(exc).splitlines()[0]}") from None
+            if not isinstance(data, dict):
+                raise UserError(f"{name}: expected a mapping of config keys, got {type(data).__name__}")
+            base = data.pop("recipe", None)
+            if base is not None:
+                if base not in RECIPES:
+                    raise UserError(f"{name}: recipe: unknown recipe {base!r} (known: {', '.join(RECIPES)})")
+                layers.append((RECIPES[base], f"recipe {base}"))
+            layers.append((data, name))
+    for text in overrides or []:
+        key, value = parse_override(text)
+        parts = key.split(".")
+        update: Any = value
+        for part in reversed(parts):
+            update = {part: update}
+        layers.append((update, f"--set {key}"))
+
+    train_updates: list[tuple[dict[str, Any], str]] = []
+    strategy: dict[str, Any] = {}
+    top: dict[str, Any] = {}
+    hints = typing.get_type_hints(SearchConfig)
+    for data, source in layers:
+        for key, value in data.items():
+            if key == "train":
+                if not isinstance(value, dict):
+                    raise UserError(f"{source}: train: expected a mapping, got {value!r}")
+                train_updates.append((value, source))
+            elif key == "strategy":
+                if not isinstance(value, dict):
+                    raise UserError(f"{source}: strategy: expected a mapping, got {value!r}")
+                strategy.update(value)
+                _strategy_settings(mode, strategy, source)
+            elif key in hints:
+                top[key] = _check_top(key, value, source)
+            else:
+                raise UserError(f"{source}: {key}: unknown key (known: {', '.join(hints)})")
+    train = _train_config(train_updates, mode)
+    cfg = SearchConfig(train=train, strategy=strategy, **top)
+    _strategy_settings(mode, strategy, "config")
+    return cfg
+
+
+def _train_config(updates: list[tuple[dict[str, Any], str]], mode: str) -> TrainConfig:
+    """The train section, validated by the same code as ``hitdet train``'s config."""
+    from hitdet.training import config as train_config
+
+    values = TrainConfig().to_dict()
+    values["schedule"] = "cosine"  # the search's weight schedule (paper Sec. 4.2)
+    values["warmup_iters"] = 0
+    values["half_depth"] = mode == "screen"  # screening runs the backbone at half depth
+    for data, source in updates:
+        train_config._update(values, data, f"{source}: train")
+    cfg = TrainConfig(**values)
+    train_config._validate(cfg)
+    return cfg
+
+
+def _check_top(key: str, value: Any, source: str) -> Any:
+    from search_spaces.ops import OPS
+
+    where = f"{source}: {key}"
+    if key == "detector":
+        if value not in ("faster_rcnn", "retinanet"):
+            raise UserError(f"{where}: expected 'faster_rcnn' or 'retinanet', got {value!r}")
+    elif key == "sub_spaces":
+        if not isinstance(value, str):
+            raise UserError(f"{where}: expected 'all', 'paper-neck' or a sub-spaces JSON path, got {value!r}")
+    elif key == "ops" and value is not None:
+        lists = value.items() if isinstance(value, dict) else [("all", value)]
+        for comp, ops in lists:
+            if comp != "all" and comp not in COMPONENTS:
+                raise UserError(f"{where}: unknown component {comp!r} (known: {', '.join(COMPONENTS)})")
+            if not isinstance(ops, list) or not ops:
+                raise UserError(f"{where}: expected a non-empty list of op names, got {ops!r}")
+            bad = [op for op in ops if op not in OPS]
+            if bad:
+                raise UserError(f"{where}: unknown op {bad[0]!r}")
+    elif key == "input_size" and value is not None:
+        if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)):
+            raise UserError(f"{where}: expected [height, width], got {value!r}")
+    elif key in ("num_rois", "steps_per_epoch") and value is not None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"{where}: expected a positive integer, got {value!r}")
+    return value
+
+
+def resolve_sub_spaces(spec: str) -> dict[str, list[str]] | None:
+    """The op lists of ``hitdet search``: None (all 32 ops), the paper's neck sub space, or a file."""
+    from strategies import PAPER_NECK_SUB_SPACE, load_subspaces
+
+    if spec == "all":
+        return None
+    if spec == "paper-neck":
+        return {"neck": list(PAPER_NECK_SUB_SPACE)}
+    path = Path(spec)
+    if not path.is_file():
+        raise UserError(f"{spec}: sub-spaces file not found (or use 'all' or 'paper-neck')")
+    try:
+        return {c: list(ops) for c, ops in load_subspaces(path).kept.items()}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{spec}: {exc}") from None
+
+
+def _input_size(cfg: SearchConfig, settings: Any) -> tuple[int, int]:
+    if cfg.input_size is not None:
+        return cfg.input_size[0], cfg.input_size[1]
+    div = settings.size_divisible
+
+    def pad(v: int) -> int:
+        return -(-v // div) * div
+
+    return pad(settings.min_size), pad(settings.max_size)
+
+
+def run_search(
+    mode: str,
+    out: str | os.PathLike[str],
+    cfg: SearchConfig,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    backbone_weights: str | os.PathLike[str] | None = None,
+    accelerator: str = "cpu",
+    devices: int | str = 1,
+    strategy: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run one screening or search stage into ``out``; returns a summary of what it wrote."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(Buffer|LinearCrossEntropyOptions).*", category=RuntimeWarning)
+        import pytorch_lightning as pl
+        from nni.nas.evaluator.pytorch import DataLoader, Lightning, Trainer
+        from nni.nas.experiment import NasExperiment
+        from pytorch_lightning.callbacks import ModelCheckpoint
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        from search_spaces import TrinitySpace
+        from strategies import HitDetStrategy
+
+    from hitdet.data import collate, ensure_synthetic
+    from hitdet.data.synth import check_output_dir
+    from hitdet.training.module import DetectionModule
+    from hitdet.training.runner import load_datasets, recorded_data
+    from search_spaces.detectors import DetectorSettings
+    from search_spaces.structure import DetectorStructure
+
+    out = Path(out)
+    ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise UserError(f"{last}: no checkpoint to resume from")
+        data_dir = data_dir or recorded_data(out)
+    else:
+        check_output_dir(out, force)
+    sub_spaces = resolve_sub_spaces(cfg.sub_spaces) if mode == "search" else None
+    settings_obj = _strategy_settings(mode, cfg.strategy, "config")
+    data_dir = Path(data_dir) if data_dir is not None else ensure_synthetic()
+    train_cfg = cfg.train
+    train_ds, _ = load_datasets(data_dir, train_cfg)
+
+    structure = DetectorStructure()
+    if train_cfg.half_depth:
+        structure = structure.half_depth()
+    if train_cfg.width != 1.0:
+        structure = structure.scaled(train_cfg.width)
+    categories = train_ds.categories()
+    settings = train_cfg.apply_to_settings(DetectorSettings(num_classes=len(categories) + 1))
+    input_size = _input_size(cfg, settings)
+    num_rois = cfg.num_rois or settings.box_batch_size_per_image
+    ops = sub_spaces if mode == "search" else cfg.ops
+    if cfg.detector == "retinanet":
+        from search_spaces import RetinaNetSpace
+
+        structure = dataclasses.replace(structure, head_blocks=2 * structure.head_blocks)  # two towers
+        space = RetinaNetSpace(structure, ops, settings, input_size=input_size)
+    else:
+        space = TrinitySpace(structure, ops, settings, input_size=input_size, num_rois=num_rois)
+    if backbone_weights is not None:
+        from hitdet.pretrain.weights import load_backbone_weights
+
+        print(load_backbone_weights(space, backbone_weights).summary())
+
+    if not resume:
+        if out.exists():
+            shutil.rmtree(out)  # only reached with --force (checked above)
+        out.mkdir(parents=True)
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_json_atomic(out / "run.json", {"data": str(data_dir.resolve()), "mode": mode, "resumed": resume})
+
+    pl.seed_everything(train_cfg.seed, verbose=False)
+    checkpoints = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="epoch{epoch:03d}", auto_insert_metric_name=False, save_top_k=-1,
+        save_last=True, every_n_epochs=1,
+    )
+    trainer = Trainer(
+        max_epochs=train_cfg.epochs,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False),
+        callbacks=[checkpoints],
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        limit_train_batches=cfg.steps_per_epoch or 1.0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        default_root_dir=str(out),
+    )
+    loader = DataLoader(
+        train_ds, batch_size=train_cfg.batch_size, shuffle=True, collate_fn=collate, num_workers=train_cfg.num_workers
+    )
+    evaluator = Lightning(
+        DetectionModule(config=train_cfg),
+        trainer,
+        train_dataloaders=loader,
+        fit_kwargs={"ckpt_path": str(last)} if resume else None,
+    )
+    strat = HitDetStrategy.from_settings(settings_obj, sub_spaces=sub_spaces)
+    experiment = NasExperiment(space, evaluator, strat)
+    experiment.config.experiment_working_directory = str((out / "nni").resolve())
+    nni_logger = logging.getLogger("nni")
+    level = nni_logger.level
+    nni_logger.setLevel(logging.ERROR)  # one-shot runs have no NNI manager: its start-up chatter is noise
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*treespec.*")
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message="When using training service to spawn trials")
+        try:
+            experiment.run()
+        finally:
+            experiment.stop()
+            nni_logger.setLevel(level)
+    if not trainer.is_global_zero:
+        return {}
+
+    result = strat.export_result()
+    write_json_atomic(out / "sample.json", result.sample)
+    write_json_atomic(out / "metadata.json", result.metadata)
+    summary: dict[str, Any] = {"mode": mode, "out": str(out), "sample": str(out / "sample.json")}
+    if mode == "screen":
+        summary["sub_spaces"] = str(result.sub_spaces.save(out / "subspaces.json"))
+        summary["kept"] = {c: list(v) for c, v in result.sub_spaces.kept.items()}
+    else:
+        metadata = {**result.metadata, "categories": categories, "searched_width": train_cfg.width}
+        arch = Architecture.from_sample(result.sample, structure, settings, name=f"hitdet-{out.name}",
+                                        detector_type=cfg.detector, metadata=metadata)
+        summary["architecture"] = str(arch.save(out / "architecture.json"))
+        summary["macs"] = result.metadata.get("macs", {})
+    return summary

@@ -1,0 +1,95 @@
+"""The pipeline end to end at tiny sizes: screen -> search -> retrain -> eval, through the demo and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hitdet import load_architecture
+from hitdet.cli import main
+from hitdet.demo import DemoSettings, run_demo
+from strategies import load_subspaces
+
+TINY = ["train.width=0.0625", "train.batch_size=4", "steps_per_epoch=2", "train.detector.min_size=64",
+        "train.detector.max_size=80"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    settings = DemoSettings(
+        train_images=16,
+        val_images=8,
+        screen=[*TINY, "train.epochs=3", "strategy.arch_start_epoch=1", "strategy.num_ops=3"],
+        search=[*TINY, "train.epochs=2", "strategy.arch_start_epoch=1"],
+        train=["width=1.0", "epochs=1", "batch_size=4", "detector.min_size=64", "detector.max_size=80"],
+    )
+    return out, run_demo(out, settings=settings, progress=False)
+
+
+def test_demo_runs_every_stage(demo):
+    out, summary = demo
+    subs = load_subspaces(out / "screen" / "subspaces.json")
+    assert {c: len(ops) for c, ops in subs.kept.items()} == {"backbone": 3, "neck": 3, "head": 3}
+    assert summary["sub_spaces"] == {c: list(ops) for c, ops in subs.kept.items()}
+    arch = load_architecture(out / "search" / "architecture.json")
+    for label, op in arch.sample().items():  # the search ran on the screened sub spaces
+        assert op in subs.kept[label.split("/")[0]]
+    meta = arch.metadata
+    assert meta["mode"] == "search" and meta["sub_spaces"] == summary["sub_spaces"]
+    assert set(meta["alpha_probabilities"]) == set(arch.sample())
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())["metrics"]
+    assert 0.0 <= metrics["AP"] <= 1.0 and metrics["AP"] == summary["AP"]
+    assert set(summary["seconds"]) == {"data", "screen", "search", "train", "eval"}
+    assert json.loads((out / "summary.json").read_text())["AP50"] == summary["AP50"]
+    for stage in ("screen", "search", "train"):
+        assert any((out / stage / "tensorboard").iterdir())
+    assert (out / "search" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_plot_architecture_and_run(demo, tmp_path, capsys):
+    out, _ = demo
+    png = tmp_path / "arch.png"
+    assert main(["plot", str(out / "search" / "architecture.json"), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["plot", str(out / "screen"), "--out", str(tmp_path / "screen")]) == 0
+    written = sorted(p.name for p in (tmp_path / "screen").iterdir())
+    assert written == ["alpha_backbone.png", "alpha_head.png", "alpha_neck.png", "score_history.png"]
+
+
+def test_search_on_released_neck_sub_space_via_cli(demo, tmp_path):
+    out, _ = demo
+    run = tmp_path / "search"
+    code = main(["search", "--data", str(out / "data"), "--out", str(run), "--config", "synth-cpu",
+                 "--sub-spaces", "paper-neck", "--epochs", "1", "--no-progress", "--lambda", "0.5",
+                 *[f"--set={s}" for s in TINY], "--set", "ops=[sep_k3, skip]"])
+    assert code == 0
+    arch = load_architecture(run / "architecture.json")
+    neck = [arch.sample()[label] for label in arch.structure.neck_labels()]
+    assert set(neck) <= {"conv_k1", "ir_k3_e6_d3", "ir_k5_e6", "ir_k5_e6_d3", "sep_k3", "sep_k3_d3", "sep_k5_d2",
+                         "sep_k5_d3"}
+    assert arch.metadata["settings"]["penalty_lambda"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--set", "strategy.mu=-1"], "mu must be >= 0"),
+        (["--set", "strategy.bogus=1"], "strategy.bogus: unknown key"),
+        (["--set", "train.epochz=1"], "epochz: unknown key"),
+        (["--set", "ops=[ir_k9]"], "unknown op 'ir_k9'"),
+        (["--components", "tail"], "unknown component 'tail'"),
+        (["--config", "nope.yaml"], "nope.yaml: config file not found"),
+    ],
+)
+def test_screen_bad_input_is_one_line_exit_2(tmp_path, args, message):
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "hitdet", "screen", "--out", str(run), "--data", str(tmp_path),
+                           *args], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+    assert not run.exists()
