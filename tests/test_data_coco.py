@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import warnings
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import Subset
 
 from hitdet.cli import main
 from hitdet.data import (
@@ -19,12 +17,9 @@ from hitdet.data import (
     CocoDetection,
     DataError,
     RandomHorizontalFlip,
-    aspect_ratios,
     collate,
     load_split,
     resolve_split,
-    split_half,
-    split_indices,
 )
 from hitdet.errors import UserError
 
@@ -223,22 +218,3 @@ def test_aspect_ratio_batches() -> None:
     assert {i for s in shards for b in s for i in b} == set(range(len(ratios)))
     evals = [list(AspectRatioBatchSampler(ratios, 2, shuffle=False, num_replicas=2, rank=r, pad=False)) for r in (0, 1)]
     assert sorted(i for s in evals for b in s for i in b) == list(range(len(ratios)))  # each image once
-
-
-def test_split_is_half_disjoint_deterministic_and_order_free(quirky: Path) -> None:
-    ids = list(range(100, 201))
-    a, b = split_indices(ids, seed=0)
-    assert len(a) == 51 and len(b) == 50 and not set(a) & set(b) and sorted(a + b) == list(range(101))
-    assert split_indices(ids, seed=0) == (a, b)
-    assert split_indices(ids, seed=1) != (a, b)
-    shuffled = ids[:]
-    random.Random(0).shuffle(shuffled)
-    sa, sb = split_indices(shuffled, seed=0)
-    assert sorted(shuffled[i] for i in sa) == sorted(ids[i] for i in a)  # same image ids whatever the order
-    ds = _load(quirky)
-    w, arch = split_half(ds, seed=0)
-    assert isinstance(w, Subset) and len(w) == 2 and len(arch) == 2
-    assert sorted(ds.ids[i] for i in list(w.indices) + list(arch.indices)) == ds.ids
-    assert aspect_ratios(w) == [ds.aspect_ratios[i] for i in w.indices]
-    inner_a, inner_b = split_half(w, seed=0)  # a Subset of a Subset splits by image id too
-    assert len(inner_a) + len(inner_b) == 2

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hitdet.data.coco import CocoDetection, DataError, coco_from_dict, collate, load_rgb, read_annotations
-from hitdet.data.sampler import AspectRatioBatchSampler, aspect_ratios, split_half, split_indices, unwrap
+from hitdet.data.sampler import AspectRatioBatchSampler, aspect_ratios, unwrap
 from hitdet.data.synth import CATEGORIES as SYNTH_CATEGORIES
 from hitdet.data.synth import SynthSpec, split_paths, write_synthetic
 from hitdet.data.transforms import Compose, RandomHorizontalFlip, train_transforms
@@ -29,8 +29,6 @@ __all__ = [
     "load_split",
     "read_annotations",
     "resolve_split",
-    "split_half",
-    "split_indices",
     "split_paths",
     "train_transforms",
     "unwrap",

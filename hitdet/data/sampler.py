@@ -90,26 +90,3 @@ class AspectRatioBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._all_batches()[self.rank :: self.num_replicas])
-
-
-def split_indices(image_ids: Sequence[int], seed: int = 0) -> tuple[list[int], list[int]]:
-    """Positions of the two halves (weights, architecture) of ``image_ids``, deterministically.
-
-    The permutation is of the *sorted image ids*, so it does not depend on file order; the
-    first half (rounded up) trains the weights, the second the architecture.
-    """
-    ids = list(image_ids)
-    order = sorted(range(len(ids)), key=lambda i: ids[i])
-    perm = np.random.default_rng(seed).permutation(len(ids))
-    shuffled = [order[i] for i in perm.tolist()]
-    half = (len(ids) + 1) // 2
-    return sorted(shuffled[:half]), sorted(shuffled[half:])
-
-
-def split_half(dataset: Dataset, seed: int = 0) -> tuple[Subset, Subset]:
-    """The deterministic 50/50 split of a dataset: (weights half, architecture half)."""
-    base, indices = unwrap(dataset)
-    ids = getattr(base, "ids", None)
-    keys = [ids[i] for i in indices] if ids is not None else indices
-    first, second = split_indices(keys, seed)
-    return Subset(dataset, first), Subset(dataset, second)
