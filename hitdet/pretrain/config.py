@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import typing
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
+from hitdet.config import config_layers, parse_override, update_values
 from hitdet.errors import UserError
 
 
@@ -73,43 +70,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 
-_KNOWN = ", ".join(f.name for f in fields(PretrainConfig))
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against a plain annotation (int, float, bool, str); ints pass as floats."""
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }[tp]
-    if not ok:
-        raise UserError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
-    return float(value) if tp is float else value
-
-
 def _update(values: dict[str, Any], updates: Any, source: str) -> None:
-    hints = typing.get_type_hints(PretrainConfig)
-    if not isinstance(updates, dict):
-        raise UserError(f"{source}: expected a mapping of config keys, got {type(updates).__name__}")
-    for key, value in updates.items():
-        if key not in hints:
-            raise UserError(f"{source}: {key}: unknown key (known: {_KNOWN})")
-        values[key] = _coerce(value, hints[key], f"{source}: {key}")
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value``, the value read as YAML (``lr=0.05``, ``hflip=false``)."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise UserError(f"--set {text}: expected key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key, value
+    update_values(PretrainConfig, values, updates, source)
 
 
 def load_config(
@@ -125,27 +87,14 @@ def load_config(
     ``recipe: NAME`` in it starts from that recipe instead. Unknown keys and wrong types raise UserError naming the
     key and the file (or option) they came from. ``explicit`` values that are None are ignored.
     """
-    name = None if config is None else str(config)
-    if name in RECIPES:
-        recipe, name = name, None
-    data: Any = None
-    if name is not None:
-        path = Path(name)
-        if not path.is_file():
-            raise UserError(f"{name}: config file not found (built-in recipes: {', '.join(RECIPES)})")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise UserError(f"{name}: invalid YAML: {str(exc).splitlines()[0]}") from None
-        if isinstance(data, dict) and "recipe" in data:
-            data = dict(data)
-            recipe = data.pop("recipe")
-            if recipe not in RECIPES:
-                raise UserError(f"{name}: recipe: unknown recipe {recipe!r} (known: {', '.join(RECIPES)})")
+    layers = config_layers(config, RECIPES)
+    if layers and layers[0][1].startswith("recipe "):
+        recipe = layers[0][1].removeprefix("recipe ")
+        layers = layers[1:]
     values = PretrainConfig().to_dict()
     _update(values, RECIPES[recipe], f"recipe {recipe}")
-    if data is not None:
-        _update(values, data, name)
+    for data, source in layers:
+        _update(values, data, source)
     for text in overrides or []:
         key, value = parse_override(text)
         _update(values, {key: value}, "--set")

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from hitdet.architecture import write_text_atomic
+from hitdet.config import coerce, config_layers, parse_override, update_values
 from hitdet.errors import UserError
 from search_spaces.detectors import DetectorSettings
 
@@ -97,85 +97,25 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` (ints are accepted as floats)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except UserError:
-                pass
-        raise UserError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise UserError(f"{where}: expected a list of {_type_name(item)}, got {value!r}")
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    raise UserError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
-
-
 def _check_detector(overrides: dict[str, Any], where: str) -> dict[str, Any]:
     types_ = DetectorSettings.field_types()
     out = {}
     for key, value in overrides.items():
         if key not in types_:
             raise UserError(f"{where}.{key}: unknown detector setting (known: {', '.join(types_)})")
-        out[key] = _coerce(value, types_[key], f"{where}.{key}")
+        out[key] = coerce(value, types_[key], f"{where}.{key}")
     return out
 
 
 def _update(values: dict[str, Any], updates: Any, source: str) -> None:
-    hints = typing.get_type_hints(TrainConfig)
-    if not isinstance(updates, dict):
-        raise UserError(f"{source}: expected a mapping of config keys, got {type(updates).__name__}")
-    for key, value in updates.items():
-        if key not in hints:
-            raise UserError(f"{source}: {key}: unknown key (known: {', '.join(f.name for f in fields(TrainConfig))})")
-        if key == "detector":
-            merged = dict(values.get("detector", {}))
-            merged.update(_check_detector(_coerce(value, dict, f"{source}: detector"), f"{source}: detector"))
-            values["detector"] = merged
-        else:
-            values[key] = _coerce(value, hints[key], f"{source}: {key}")
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` (value read as YAML: ``lr=0.01``, ``milestones=[8,11]``); nested ``detector.min_size=128``."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise UserError(f"--set {text}: expected key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key, value
+    """Check and apply ``updates``; ``detector`` overrides merge into the ones set before."""
+    detector = updates.get("detector") if isinstance(updates, dict) else None
+    rest = {k: v for k, v in updates.items() if k != "detector"} if isinstance(updates, dict) else updates
+    update_values(TrainConfig, values, rest, source)
+    if detector is not None:
+        merged = dict(values.get("detector", {}))
+        merged.update(_check_detector(coerce(detector, dict, f"{source}: detector"), f"{source}: detector"))
+        values["detector"] = merged
 
 
 def load_config(
@@ -189,25 +129,8 @@ def load_config(
     ``explicit`` values that are None are ignored (flags not given).
     """
     values: dict[str, Any] = TrainConfig().to_dict()
-    if config is not None:
-        name = str(config)
-        if name in RECIPES:
-            _update(values, RECIPES[name], f"recipe {name}")
-        else:
-            path = Path(name)
-            if not path.is_file():
-                raise UserError(f"{name}: config file not found (built-in recipes: {', '.join(RECIPES)})")
-            try:
-                data = yaml.safe_load(path.read_text())
-            except yaml.YAMLError as exc:
-                raise UserError(f"{name}: invalid YAML: {str(exc).splitlines()[0]}") from None
-            if data is not None:
-                if isinstance(data, dict) and "recipe" in data:
-                    base = data.pop("recipe")
-                    if base not in RECIPES:
-                        raise UserError(f"{name}: recipe: unknown recipe {base!r} (known: {', '.join(RECIPES)})")
-                    _update(values, RECIPES[base], f"recipe {base}")
-                _update(values, data, name)
+    for data, source in config_layers(config, RECIPES):
+        _update(values, data, source)
     for text in overrides or []:
         key, value = parse_override(text)
         head, dot, rest = key.partition(".")
@@ -240,19 +163,4 @@ def _validate(cfg: TrainConfig) -> None:
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike[str]) -> Path:
     """Write the resolved config as YAML (atomically), so a run says exactly how it was trained."""
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
-        from hitdet.training.weights import default_mode
-
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
