@@ -14,11 +14,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# One torch thread per process: the suite runs several processes at once on small machines.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
-	$(BIN)/hitdet info hit-detector
+	$(BIN)/hitdet demo --out runs/demo --force
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
