@@ -13,9 +13,9 @@ What it does (each stage is the library call behind the matching ``hitdet`` comm
     evaluate COCO box AP on the val split                            -> OUT/eval/metrics.json
 
 ``OUT/summary.json`` lists every artefact. With ``--strategy ddp`` Lightning's worker processes
-re-run this script: they run screening and search in ``OUT/.rankN-M/`` (their NNI logs only;
-rank 0 writes every result and checkpoint), wait for rank 0's result between stages, and use
-``ddp_find_unused_parameters_true`` for the supernet (plain ``ddp`` for retraining).
+re-run this script: rank 0 writes every result and checkpoint (``run_search`` and ``train`` leave
+the run folders to it), the other ranks wait for rank 0's result between stages, and the
+supernet stages use ``ddp_find_unused_parameters_true`` (plain ``ddp`` for retraining).
 
 Run on real data (COCO 2017, or 2014 with trainval35k / minival)::
 
@@ -225,18 +225,6 @@ def is_launched_child() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
 
 
-def _search_out(out: Path, stage: str) -> Path:
-    """Where a rank runs ``hitdet screen|search``: rank 0 in ``OUT/STAGE``, DDP children in a folder of their own.
-
-    Adapter: ``run_search`` refuses (and with ``force`` would delete) an existing output folder,
-    and Lightning's DDP children re-run this script after rank 0 created it. Their own folder
-    only receives their NNI logs: checkpoints, TensorBoard and the results are rank 0's.
-    """
-    if not is_launched_child():
-        return out / stage
-    return out / f".rank{os.environ.get('NODE_RANK', '0')}-{os.environ.get('LOCAL_RANK', '0')}" / stage
-
-
 def _wait_for(path: Path, timeout_s: float = 600.0) -> None:
     """DDP children: rank 0 writes a stage's result just after the ranks leave ``fit``."""
     deadline = time.monotonic() + timeout_s
@@ -294,13 +282,13 @@ def run_pipeline(args: argparse.Namespace, detector: str = "faster_rcnn") -> dic
                                     devices=devices, strategy=search_strategy, progress=not args.no_progress)
 
     screen_cfg = load_search_config("screen", recipe_search, [*det, *screen_set, *args.screen_set])
-    _stage("screen", timings, lambda: run_search("screen", _search_out(out, "screen"), screen_cfg, data, **run_opts))
+    _stage("screen", timings, lambda: run_search("screen", out / "screen", screen_cfg, data, **run_opts))
     sub_spaces = out / "screen" / "subspaces.json"
     if child:
         _wait_for(sub_spaces)
     search_cfg = load_search_config("search", recipe_search,
                                     [*det, *search_set, f"sub_spaces={sub_spaces}", *args.search_set])
-    _stage("search", timings, lambda: run_search("search", _search_out(out, "search"), search_cfg, data, **run_opts))
+    _stage("search", timings, lambda: run_search("search", out / "search", search_cfg, data, **run_opts))
     arch_path = out / "search" / "architecture.json"
     if child:
         _wait_for(arch_path)

@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import types
 import typing
 import warnings
 from dataclasses import dataclass, field
@@ -31,8 +32,9 @@ from typing import Any
 import yaml
 
 from hitdet.architecture import Architecture, write_json_atomic, write_text_atomic
-from hitdet.errors import UserError
-from hitdet.training.config import TrainConfig, parse_override
+from hitdet.config import coerce, config_layers, parse_override
+from hitdet.errors import NonFiniteLossError, UserError
+from hitdet.training.config import TrainConfig
 
 MODES = ("screen", "search")
 COMPONENTS = ("backbone", "neck", "head")
@@ -101,6 +103,11 @@ def _strategy_settings(mode: str, values: dict[str, Any], source: str) -> Any:
     unknown = set(values) - known
     if unknown:
         raise UserError(f"{source}: strategy.{sorted(unknown)[0]}: unknown key (known: {', '.join(sorted(known))})")
+    hints = typing.get_type_hints(SearchSettings)
+    for key, value in values.items():
+        if typing.get_origin(hints[key]) is None or typing.get_origin(hints[key]) in (typing.Union, types.UnionType):
+            if not (key == "screen_components" and isinstance(value, (list, tuple))):
+                coerce(value, hints[key], f"{source}: strategy.{key}")
     try:
         return SearchSettings(mode=mode, **values)
     except (TypeError, ValueError) as exc:
@@ -115,27 +122,7 @@ def load_search_config(
     Sections: ``train`` (the keys of ``hitdet train``'s config), ``strategy`` (the strategy's
     settings), and the top-level keys ``ops``, ``sub_spaces``, ``input_size``, ``num_rois``.
     """
-    layers: list[tuple[dict[str, Any], str]] = []
-    if config is not None:
-        name = str(config)
-        if name in RECIPES:
-            layers.append((RECIPES[name], f"recipe {name}"))
-        else:
-            path = Path(name)
-            if not path.is_file():
-                raise UserError(f"{name}: config file not found (built-in recipes: {', '.join(RECIPES)})")
-            try:
-                data = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise UserError(f"{name}: invalid YAML: {str(exc).splitlines()[0]}") from None
-            if not isinstance(data, dict):
-                raise UserError(f"{name}: expected a mapping of config keys, got {type(data).__name__}")
-            base = data.pop("recipe", None)
-            if base is not None:
-                if base not in RECIPES:
-                    raise UserError(f"{name}: recipe: unknown recipe {base!r} (known: {', '.join(RECIPES)})")
-                layers.append((RECIPES[base], f"recipe {base}"))
-            layers.append((data, name))
+    layers: list[tuple[dict[str, Any], str]] = config_layers(config, RECIPES)
     for text in overrides or []:
         key, value = parse_override(text)
         parts = key.split(".")
@@ -213,6 +200,38 @@ def _check_top(key: str, value: Any, source: str) -> Any:
     return value
 
 
+def _check_resume_config(out: Path, cfg: SearchConfig) -> None:
+    """Resuming with another space or recipe than the run's would not continue the run: refuse it.
+
+    Only ``train.epochs`` may change (to extend a run).
+    """
+    path = out / "config.yaml"
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return  # a run from before config.yaml: nothing to compare
+    if not isinstance(saved, dict):
+        return
+    given = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))  # the same types as the saved file
+    for a in (saved, given):
+        if isinstance(a.get("train"), dict):
+            a["train"].pop("epochs", None)
+
+    def first_difference(x: Any, y: Any, where: str) -> str | None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for key in list(x) + [k for k in y if k not in x]:
+                found = first_difference(x.get(key), y.get(key), f"{where}.{key}" if where else str(key))
+                if found:
+                    return found
+            return None
+        return None if x == y else f"{where}: the run has {x!r}, got {y!r}"
+
+    diff = first_difference(saved, given, "")
+    if diff:
+        raise UserError(f"--resume: the config differs from the run's ({diff}); pass --config {path} "
+                        "(--epochs may change)")
+
+
 def resolve_sub_spaces(spec: str) -> dict[str, list[str]] | None:
     """The op lists of ``hitdet search``: None (all 32 ops), the paper's neck sub space, or a file."""
     from strategies import PAPER_NECK_SUB_SPACE, load_subspaces
@@ -225,9 +244,21 @@ def resolve_sub_spaces(spec: str) -> dict[str, list[str]] | None:
     if not path.is_file():
         raise UserError(f"{spec}: sub-spaces file not found (or use 'all' or 'paper-neck')")
     try:
-        return {c: list(ops) for c, ops in load_subspaces(path).kept.items()}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{spec}: {exc}") from None
+        kept = {c: list(ops) for c, ops in load_subspaces(path).kept.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # AttributeError: not a JSON object
+        reason = "expected a JSON object" if isinstance(exc, AttributeError) else str(exc)
+        if type(exc).__name__ == "JSONDecodeError":
+            reason = f"invalid JSON: {exc}"
+        raise UserError(f"{spec}: {reason}") from None
+    from search_spaces.ops import OPS
+
+    for comp, ops in kept.items():
+        if comp not in COMPONENTS:
+            raise UserError(f"{spec}: components.{comp}: unknown component (known: {', '.join(COMPONENTS)})")
+        bad = [op for op in ops if op not in OPS]
+        if bad:
+            raise UserError(f"{spec}: components.{comp}.ops: unknown op {bad[0]!r}")
+    return kept
 
 
 def _input_size(cfg: SearchConfig, settings: Any) -> tuple[int, int]:
@@ -272,18 +303,20 @@ def run_search(
     from hitdet.data import collate, ensure_synthetic
     from hitdet.data.synth import check_output_dir
     from hitdet.training.module import DetectionModule
-    from hitdet.training.runner import load_datasets, recorded_data
+    from hitdet.training.runner import is_launched_child, last_good_checkpoint, load_datasets, recorded_data
     from search_spaces.detectors import DetectorSettings
     from search_spaces.structure import DetectorStructure
 
     out = Path(out)
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
+    child = is_launched_child()  # DDP's extra processes re-run the command: rank 0 owns the folder
     if resume:
         if not last.is_file():
             raise UserError(f"{last}: no checkpoint to resume from")
         data_dir = data_dir or recorded_data(out)
-    else:
+        _check_resume_config(out, cfg)
+    elif not child:
         check_output_dir(out, force)
     sub_spaces = resolve_sub_spaces(cfg.sub_spaces) if mode == "search" else None
     settings_obj = _strategy_settings(mode, cfg.strategy, "config")
@@ -291,6 +324,7 @@ def run_search(
     train_cfg = cfg.train
     train_ds, _ = load_datasets(data_dir, train_cfg)
 
+    pl.seed_everything(train_cfg.seed, verbose=False)  # the supernet's initial weights, too
     structure = DetectorStructure()
     if train_cfg.half_depth:
         structure = structure.half_depth()
@@ -313,12 +347,14 @@ def run_search(
 
         print(load_backbone_weights(space, backbone_weights).summary())
 
-    if not resume:
-        if out.exists():
+    if not child:
+        if not resume and out.exists():
             shutil.rmtree(out)  # only reached with --force (checked above)
-        out.mkdir(parents=True)
-    write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    write_json_atomic(out / "run.json", {"data": str(data_dir.resolve()), "mode": mode, "resumed": resume})
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_json_atomic(out / "run.json", {"data": str(data_dir.resolve()), "mode": mode, "resumed": resume})
+    if strategy == "ddp":
+        strategy = "ddp_find_unused_parameters_true"  # a supernet step leaves unchosen candidates without gradients
 
     pl.seed_everything(train_cfg.seed, verbose=False)
     checkpoints = ModelCheckpoint(
@@ -362,6 +398,8 @@ def run_search(
         warnings.filterwarnings("ignore", message="When using training service to spawn trials")
         try:
             experiment.run()
+        except NonFiniteLossError as exc:
+            raise NonFiniteLossError(f"{exc}; {last_good_checkpoint(last)}") from None
         finally:
             experiment.stop()
             nni_logger.setLevel(level)

@@ -5,6 +5,14 @@ Needs NNI, Lightning and torch (and :mod:`search_spaces.ops` at most); never ``h
 
 from __future__ import annotations
 
+import warnings
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*(Buffer|LinearCrossEntropyOptions).*", category=RuntimeWarning)
+    # NNI's own import order: nni.nas.strategy must load before nni.nas.oneshot.pytorch.strategy, or
+    # nni.nas.strategy.DARTS and friends become placeholders that fail (a circular import inside NNI).
+    import nni.nas.strategy  # noqa: F401
+
 from strategies.export import SearchResult, export_result
 from strategies.mixed import DEFAULT_COMPONENT, HitDetMixedLayer, component_of
 from strategies.module import HitDetLightningModule

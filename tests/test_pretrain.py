@@ -280,3 +280,22 @@ def test_space_from_subspaces_json_and_resume_guard(arch_run: Path, work: Path):
     # --resume refuses a run folder that pretrained another target.
     with pytest.raises(UserError, match="another target"):
         prepare_run_folder(arch_run, supernet_target(ops, supernet_structure()), resume=True, force=False)
+
+
+def test_train_starts_from_pretrained_backbone(arch_run: Path, arch_file: Path, work: Path, capsys):
+    """``hitdet train --backbone-weights`` loads every backbone tensor; a mismatched file writes nothing."""
+    det = work / "det"
+    assert main(["data", "synth", "--out", str(det), "--train", "8", "--val", "4"]) == 0
+    common = ["--data", str(det), "--config", "synth-cpu", "--set", "width=1.0", "--epochs", "1", "--no-progress",
+              "--set", "detector.min_size=64", "--set", "detector.max_size=80"]
+    out = work / "train-pretrained"
+    capsys.readouterr()
+    assert main(["train", str(arch_file), "--out", str(out), "--backbone-weights", str(arch_run / "backbone.pt"),
+                 *common]) == 0
+    n = len(build_detector(load_architecture(arch_file)).backbone.body.state_dict())
+    assert f"{n}/{n}" in capsys.readouterr().out
+    wider = replace(load_architecture(arch_file), structure=load_architecture(arch_file).structure.scaled(2.0))
+    bad_out = work / "train-mismatch"
+    assert main(["train", str(wider.save(work / "wider.json")), "--out", str(bad_out),
+                 "--backbone-weights", str(arch_run / "backbone.pt"), *common]) == 2
+    assert "shape" in capsys.readouterr().err and not bad_out.exists()

@@ -448,3 +448,13 @@ def test_strategies_never_import_hitdet() -> None:
     code = "import sys, strategies; bad = [m for m in sys.modules if m.split('.')[0] == 'hitdet']; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_importing_strategies_keeps_nni_stock_strategies_working() -> None:
+    """NNI has an import cycle: loading its one-shot module first breaks ``nni.nas.strategy.DARTS``."""
+    import subprocess
+    import sys
+
+    code = "import strategies\nfrom nni.nas.strategy import DARTS\nprint(DARTS.__module__)"
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "nni.nas.oneshot.pytorch.strategy"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from hitdet.commands.common import add_run_options, parse_devices
 from hitdet.errors import UserError
 
 
@@ -53,23 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="PT",
         help="start from a backbone weights file: this target's, or for --arch a supernet's (its chosen candidates)",
     )
-    p.add_argument("--resume", action="store_true", help="continue the run in OUT from checkpoints/last.ckpt")
-    p.add_argument("--force", action="store_true", help="replace the run in a non-empty OUT")
-    p.add_argument("--accelerator", default="cpu", help="Lightning accelerator: cpu (default), gpu, auto")
-    p.add_argument("--devices", default="1", help="number of devices (default 1); >1 with --strategy ddp")
-    p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    add_run_options(p)
     p.set_defaults(func=run)
 
 
-def _devices(text: str) -> int | str:
-    try:
-        value = int(text)
-    except ValueError:
-        return text  # "auto", "0,1", ...
-    if value < 1:
-        raise UserError(f"--devices must be >= 1, got {value}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         config,
         accelerator=args.accelerator,
-        devices=_devices(args.devices),
+        devices=parse_devices(args.devices),
         strategy=args.strategy,
         resume=args.resume,
         force=args.force,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from hitdet.commands.common import add_run_options, parse_devices
 from hitdet.errors import UserError
 
 
@@ -15,12 +16,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="override a config key, e.g. train.epochs=2 or strategy.mu=0.2 (repeatable)")
     p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
     p.add_argument("--backbone-weights", help="pretrained supernet backbone (hitdet pretrain --space)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.ckpt")
-    p.add_argument("--force", action="store_true", help="replace an existing, non-empty run folder")
-    p.add_argument("--accelerator", default="cpu", help="Lightning accelerator (cpu, gpu, auto)")
-    p.add_argument("--devices", default="1", help="Lightning devices (e.g. 8)")
-    p.add_argument("--strategy", default="auto", help="Lightning strategy (auto, ddp)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_options(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,8 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     search.set_defaults(func=run, mode="search")
 
 
-def _devices(text: str) -> int | str:
-    return int(text) if text.isdigit() else text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--components: unknown component {sorted(unknown)[0]!r} (known: backbone, neck, head)")
     summary = run_search(
         args.mode, args.out, cfg, args.data, resume=args.resume, force=args.force,
-        backbone_weights=args.backbone_weights, accelerator=args.accelerator, devices=_devices(args.devices),
+        backbone_weights=args.backbone_weights, accelerator=args.accelerator, devices=parse_devices(args.devices),
         strategy=args.strategy, progress=not args.no_progress,
     )
     if not summary:

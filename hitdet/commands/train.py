@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hitdet.commands.common import add_run_options, parse_devices
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="retrain an architecture (JSON or preset) on a COCO-format dataset")
@@ -18,17 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="images per device per step (lr scales with it)")
     p.add_argument("--lr", type=float, help="fixed learning rate (default: 0.04 x total batch / 32)")
     p.add_argument("--width", type=float, help="channel width multiplier of the architecture")
-    p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
-    p.add_argument("--force", action="store_true", help="replace a non-empty run folder")
-    p.add_argument("--accelerator", default="cpu", help="Lightning accelerator: cpu (default), gpu, auto")
-    p.add_argument("--devices", default="1", help="number of devices (default 1); >1 with --strategy ddp")
-    p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    p.add_argument("--backbone-weights", help="pretrained backbone (hitdet pretrain) to start from")
+    add_run_options(p)
     p.set_defaults(func=run)
 
 
-def _devices(text: str) -> int | str:
-    return int(text) if text.isdigit() else text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from hitdet.training.runner import train
 
     summary = train(arch, out, cfg, data_dir=args.data, resume=args.resume, force=args.force,
-                    accelerator=args.accelerator, devices=_devices(args.devices), strategy=args.strategy,
-                    progress=not args.no_progress)
+                    accelerator=args.accelerator, devices=parse_devices(args.devices), strategy=args.strategy,
+                    progress=not args.no_progress, backbone_weights=args.backbone_weights)
     if summary:
         best, last = summary.get("best"), summary.get("last")
         if last:

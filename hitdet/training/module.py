@@ -9,15 +9,18 @@ detector to the constructor instead.
 from __future__ import annotations
 
 import math
+import random
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.optim import SGD
 from torch.optim.lr_scheduler import LambdaLR
 
+from hitdet.errors import NonFiniteLossError
 from hitdet.evaluation import METRIC_NAMES, coco_evaluate, to_coco_results
 from hitdet.training.config import TrainConfig
 from hitdet.training.schedule import warmup_cosine_factor, warmup_step_factor
@@ -25,6 +28,33 @@ from hitdet.training.schedule import warmup_cosine_factor, warmup_step_factor
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*(Buffer|LinearCrossEntropyOptions).*", category=RuntimeWarning)
     from nni.nas.evaluator.pytorch.lightning import LightningModule
+
+
+RNG_KEY = "hitdet_rng"  # the checkpoint entry holding the random number generators' states
+
+
+def _rng_state() -> dict[str, Any]:
+    # Tensors, lists and numbers only: readable by torch.load(weights_only=True).
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": [version, list(internal), gauss_next],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class DetectionModule(LightningModule):
@@ -64,11 +94,48 @@ class DetectionModule(LightningModule):
         images, targets = batch
         losses: dict[str, torch.Tensor] = self.model(images, targets)
         loss = sum(losses.values())
+        self._check_finite(loss, losses)
         n = len(images)
         for name, value in losses.items():
             self.log(f"train/{name}", value, batch_size=n)
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         return loss  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the random number generators, so that a resumed run draws what an uninterrupted one would.
+
+        Training draws from them after the checkpoint (flips, RoI sampling, the search's data
+        shuffling); Lightning restores weights, optimisers and loops but not these.
+        """
+        checkpoint[RNG_KEY] = _rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if RNG_KEY in checkpoint:
+            _set_rng_state(checkpoint[RNG_KEY])
+
+    def _check_finite(self, loss: torch.Tensor, losses: Mapping[str, torch.Tensor]) -> None:
+        """Stop training on a NaN or infinite loss, before it reaches a backward pass or a checkpoint.
+
+        Every loss of ``hitdet train`` and of the search (its weight and architecture steps both
+        call :meth:`training_step`) passes here. Under DDP all ranks agree, so all stop together.
+        """
+        local = bool(torch.isfinite(loss.detach()).all())
+        finite = local
+        trainer = self._trainer
+        if trainer is not None and self._world_size() > 1:
+            finite = bool(trainer.strategy.reduce_boolean_decision(local, all=True))
+        if finite:
+            return
+        step = int(trainer.global_step) if trainer is not None else 0
+        epoch = int(trainer.current_epoch) if trainer is not None else 0
+        bad = ", ".join(f"{k}={float(v.detach()):g}" for k, v in losses.items() if not bool(torch.isfinite(v).all()))
+        what = f"non-finite loss {float(loss.detach()):g} [{bad}]" if not local else "non-finite loss on another rank"
+        raise NonFiniteLossError(
+            f"{what} at global step {step}, epoch {epoch}; training stopped, no checkpoint written from this "
+            "step (try a lower lr or grad_clip_norm)"
+        )
 
     def _world_size(self) -> int:
         trainer = self._trainer

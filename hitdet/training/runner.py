@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from hitdet.architecture import Architecture, write_json_atomic
 from hitdet.data import AspectRatioBatchSampler, CocoDetection, aspect_ratios, collate, ensure_synthetic, load_split
 from hitdet.data.synth import check_output_dir
-from hitdet.errors import UserError
+from hitdet.errors import NonFiniteLossError, UserError
 from hitdet.training.config import TrainConfig, save_config
 from hitdet.training.weights import read_state_dict, save_weights
 
@@ -95,7 +95,7 @@ def architecture_categories(arch: Architecture) -> list[int] | None:
     return None
 
 
-def _is_launched_child() -> bool:
+def is_launched_child() -> bool:
     """True in the processes Lightning's DDP launcher starts (they re-run the command)."""
     return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
 
@@ -138,6 +138,11 @@ def recorded_data(out: Path) -> Path | None:
     return Path(data) if isinstance(data, str) else None
 
 
+def last_good_checkpoint(last: Path) -> str:
+    """Where a stopped run can resume from, for the one-line error."""
+    return f"last good checkpoint: {last}" if last.is_file() else "no checkpoint was saved yet"
+
+
 _recorded_data = recorded_data  # the earlier private name, used by hitdet.searching
 
 
@@ -159,6 +164,7 @@ def train(
     devices: int | str = 1,
     strategy: str = "auto",
     progress: bool = True,
+    backbone_weights: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Retrain ``arch`` on ``data_dir`` (default: the built-in synthetic dataset) into ``out``.
 
@@ -172,7 +178,7 @@ def train(
     from hitdet.training.module import DetectionModule
 
     out = Path(out)
-    child = _is_launched_child()
+    child = is_launched_child()
     ckpt_dir = out / "checkpoints"
     resume_from = ckpt_dir / "last.ckpt"
     if resume:
@@ -187,6 +193,15 @@ def train(
     train_ds, val_ds = load_datasets(data_dir, cfg, architecture_categories(arch) if resume else None)
     if not resume:
         arch = prepare_architecture(arch, train_ds.categories(), cfg)
+    # built (and pretrained weights checked) before the run folder is touched
+    pl.seed_everything(cfg.seed, verbose=False)
+    model = build_detector(arch)
+    if backbone_weights is not None and not resume:
+        from hitdet.pretrain.weights import load_backbone_weights
+
+        report = load_backbone_weights(model, backbone_weights, choices=arch.sample())
+        if not child:
+            print(report.summary())
     if not child:
         if not resume and out.exists():
             shutil.rmtree(out)  # only reached with --force (checked above)
@@ -195,8 +210,7 @@ def train(
         save_config(cfg, out / "config.yaml")
         write_json_atomic(out / "run.json", {"data": str(data_dir.resolve()), "resumed": resume})
 
-    pl.seed_everything(cfg.seed, verbose=False)
-    module = DetectionModule(build_detector(arch), cfg)
+    module = DetectionModule(model, cfg)
     history = _history(out) if resume else []
 
     class _Record(Callback):
@@ -233,8 +247,11 @@ def train(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*treespec.*")  # Lightning's own deprecation, not ours
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")  # --resume
-        trainer.fit(module, datamodule=_datamodule(train_ds, val_ds, cfg),
-                    ckpt_path=str(resume_from) if resume else None)
+        try:
+            trainer.fit(module, datamodule=_datamodule(train_ds, val_ds, cfg),
+                        ckpt_path=str(resume_from) if resume else None)
+        except NonFiniteLossError as exc:
+            raise NonFiniteLossError(f"{exc}; {last_good_checkpoint(resume_from)}") from None
     if not trainer.is_global_zero:
         return {}
 

@@ -1,0 +1,28 @@
+"""Options every training-like command shares (train, screen, search, pretrain)."""
+
+from __future__ import annotations
+
+import argparse
+
+from hitdet.errors import UserError
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """--resume, --force and the Lightning device options, with one wording everywhere."""
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT from checkpoints/last.ckpt")
+    p.add_argument("--force", action="store_true", help="replace the run in a non-empty OUT")
+    p.add_argument("--accelerator", default="cpu", help="Lightning accelerator: cpu (default), gpu, auto")
+    p.add_argument("--devices", default="1", help="number of devices (default 1); >1 with --strategy ddp")
+    p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+
+
+def parse_devices(text: str) -> int | str:
+    """``--devices``: a positive count, or a Lightning device string such as "auto" or "0,1"."""
+    try:
+        value = int(text)
+    except ValueError:
+        return text
+    if value < 1:
+        raise UserError(f"--devices must be >= 1, got {value}")
+    return value

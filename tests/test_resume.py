@@ -1,0 +1,95 @@
+"""SIGKILL after the first epoch's checkpoint, then --resume: the same result as an uninterrupted run.
+
+Each run is a ``python -m hitdet`` subprocess (the same threads and start-up for all three runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hitdet.data import SynthSpec, write_synthetic
+from hitdet.training import read_state_dict
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+TRAIN = ["--config", "synth-cpu", "--set", "detector.min_size=64", "--set", "detector.max_size=80",
+         "--set", "eval_batch_size=4", "--set", "width=0.0625", "--batch-size", "4", "--epochs", "2", "--no-progress"]
+SCREEN = ["--config", "synth-cpu", "--epochs", "3", "--no-progress", "--set=train.width=0.0625",
+          "--set=train.batch_size=4", "--set=steps_per_epoch=2", "--set=train.detector.min_size=64",
+          "--set=train.detector.max_size=80", "--set=strategy.arch_start_epoch=1", "--set=strategy.num_ops=2",
+          "--set=ops=[sep_k3, skip, conv_k1, conv_k3]"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic(tmp_path_factory.mktemp("resume") / "data", SynthSpec(num_train=8, num_val=4, seed=5))
+
+
+def hitdet(*args: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "hitdet", *args], capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def killed_after_first_checkpoint(args: list[str], run: Path) -> None:
+    """Start the command, SIGKILL it as soon as the first epoch's checkpoint is complete."""
+    proc = subprocess.Popen([sys.executable, "-m", "hitdet", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=ENV)
+    last, deadline = run / "checkpoints" / "last.ckpt", time.monotonic() + 60
+    try:
+        while not last.is_file():  # written atomically (temporary file, then rename), after epoch000.ckpt
+            assert proc.poll() is None, "finished before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint within 60 s"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert (run / "checkpoints" / "epoch000.ckpt").is_file()
+    assert not (run / "checkpoints" / "epoch001.ckpt").exists(), "killed too late: the second epoch had finished"
+
+
+def test_train_resumed_after_sigkill_matches_uninterrupted(data: Path, tmp_path: Path) -> None:
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    hitdet("train", "hit-detector", "--data", str(data), "--out", str(ref), *TRAIN)
+    killed_after_first_checkpoint(["train", "hit-detector", "--data", str(data), "--out", str(run), *TRAIN], run)
+    hitdet("train", "--out", str(run), "--resume", "--no-progress")
+
+    a, b = read_state_dict(ref / "last.pt"), read_state_dict(run / "last.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    ref_history = json.loads((ref / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in ref_history] == [1, 2]
+    assert json.loads((run / "metrics.json").read_text())["history"] == ref_history
+
+
+def test_screen_resumed_after_sigkill_matches_uninterrupted(data: Path, tmp_path: Path) -> None:
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    hitdet("screen", "--data", str(data), "--out", str(ref), *SCREEN)
+    killed_after_first_checkpoint(["screen", "--data", str(data), "--out", str(run), *SCREEN], run)
+    hitdet("screen", "--out", str(run), "--resume", "--config", str(run / "config.yaml"), "--no-progress")
+
+    assert json.loads((run / "subspaces.json").read_text()) == json.loads((ref / "subspaces.json").read_text())
+    meta_ref = json.loads((ref / "metadata.json").read_text())
+    meta_run = json.loads((run / "metadata.json").read_text())
+    assert meta_run["alpha_probabilities"] == meta_ref["alpha_probabilities"]
+    assert meta_run == meta_ref
+
+
+def test_screen_resume_refuses_another_config(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from hitdet.cli import main
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run / "config.yaml").write_text("detector: faster_rcnn\nops: [sep_k3, skip]\n")
+    assert main(["screen", "--out", str(run), "--data", str(data), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume: the config differs from the run's (ops: the run has ['sep_k3', 'skip'], got None)" in err
+    assert f"pass --config {run / 'config.yaml'}" in err and err.count("\n") == 1
