@@ -73,7 +73,7 @@ def test_screen_resumed_after_sigkill_matches_uninterrupted(data: Path, tmp_path
     ref, run = tmp_path / "ref", tmp_path / "run"
     hitdet("screen", "--data", str(data), "--out", str(ref), *SCREEN)
     killed_after_first_checkpoint(["screen", "--data", str(data), "--out", str(run), *SCREEN], run)
-    hitdet("screen", "--out", str(run), "--resume", "--config", str(run / "config.yaml"), "--no-progress")
+    hitdet("screen", "--out", str(run), "--resume", "--no-progress")  # the run's own config.yaml by default
 
     assert json.loads((run / "subspaces.json").read_text()) == json.loads((ref / "subspaces.json").read_text())
     meta_ref = json.loads((ref / "metadata.json").read_text())
@@ -89,7 +89,8 @@ def test_screen_resume_refuses_another_config(data: Path, tmp_path: Path, capsys
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.ckpt").write_bytes(b"")
     (run / "config.yaml").write_text("detector: faster_rcnn\nops: [sep_k3, skip]\n")
-    assert main(["screen", "--out", str(run), "--data", str(data), "--resume", "--no-progress"]) == 2
+    assert main(["screen", "--out", str(run), "--data", str(data), "--resume", "--config", "synth-cpu",
+                 "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "--resume: the config differs from the run's (ops: the run has ['sep_k3', 'skip'], got None)" in err
     assert f"pass --config {run / 'config.yaml'}" in err and err.count("\n") == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from hitdet.commands.common import add_run_options, parse_devices
 from hitdet.errors import UserError
@@ -54,7 +55,10 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"sub_spaces={args.sub_spaces}")
         if args.lam is not None:
             overrides.append(f"strategy.penalty_lambda={args.lam}")
-    cfg = load_search_config(args.mode, args.config, overrides)
+    config = args.config
+    if args.resume and config is None and (Path(args.out) / "config.yaml").is_file():
+        config = Path(args.out) / "config.yaml"  # a resumed run keeps the settings it started with
+    cfg = load_search_config(args.mode, config, overrides)
     if args.mode == "screen" and cfg.strategy.get("screen_components"):
         unknown = set(cfg.strategy["screen_components"]) - {"backbone", "neck", "head"}
         if unknown:
