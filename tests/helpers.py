@@ -5,6 +5,22 @@ from __future__ import annotations
 from dataclasses import replace
 
 from hitdet.architecture import Architecture, load_architecture
+from search_spaces.detectors import DetectorSettings
+from search_spaces.structure import DetectorStructure
+
+# A tiny trinity structure and detector settings for space and strategy tests (64-96 px images).
+TINY = DetectorStructure().scaled(0.125).half_depth()
+SETTINGS = DetectorSettings(
+    num_classes=3,
+    min_size=64,
+    max_size=96,
+    rpn_pre_nms_top_n_train=50,
+    rpn_post_nms_top_n_train=20,
+    rpn_pre_nms_top_n_test=50,
+    rpn_post_nms_top_n_test=20,
+    rpn_batch_size_per_image=32,
+    box_batch_size_per_image=16,
+)
 
 
 def tiny_arch(width: float = 0.125, num_classes: int = 4, size: int = 64) -> Architecture:

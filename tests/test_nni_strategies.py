@@ -20,8 +20,8 @@ from torch.utils.data import Dataset
 
 from hitdet.architecture import Architecture, from_dict
 from hitdet.builder import build_detector
-from search_spaces import DetectorStructure, RetinaNetSpace, SpaceError, TrinitySpace
-from search_spaces.detectors import DetectorSettings
+from search_spaces import RetinaNetSpace, SpaceError, TrinitySpace
+from tests.helpers import SETTINGS, TINY
 
 nni = pytest.importorskip("nni")
 from nni.nas import strategy  # noqa: E402
@@ -31,18 +31,6 @@ from nni.nas.evaluator.pytorch.lightning import LightningModule  # noqa: E402
 from nni.nas.experiment import NasExperiment, NasExperimentConfig  # noqa: E402
 from nni.nas.space import model_context  # noqa: E402
 
-TINY = DetectorStructure().scaled(0.125).half_depth()
-SETTINGS = DetectorSettings(
-    num_classes=3,
-    min_size=64,
-    max_size=96,
-    rpn_pre_nms_top_n_train=50,
-    rpn_post_nms_top_n_train=20,
-    rpn_pre_nms_top_n_test=50,
-    rpn_post_nms_top_n_test=20,
-    rpn_batch_size_per_image=32,
-    box_batch_size_per_image=16,
-)
 # skip is a bare nn.Identity at stride-1 positions: every strategy must cope with it
 OPS = {"backbone": ["ir_k3_e3", "skip", "sep_k3"], "neck": ["sep_k3", "skip"], "head": ["ir_k3_e1", "skip"]}
 

@@ -25,24 +25,12 @@ from search_spaces import (
     sample_from_hpo,
     write_hpo_search_space,
 )
-from search_spaces.detectors import DetectorSettings
 from search_spaces.hpo import hpo_search_space
+from tests.helpers import SETTINGS, TINY
 
 nni_space = pytest.importorskip("nni.nas.space")
 model_context = nni_space.model_context
 
-TINY = DetectorStructure().scaled(0.125).half_depth()
-SETTINGS = DetectorSettings(
-    num_classes=3,
-    min_size=64,
-    max_size=96,
-    rpn_pre_nms_top_n_train=50,
-    rpn_post_nms_top_n_train=20,
-    rpn_pre_nms_top_n_test=50,
-    rpn_post_nms_top_n_test=20,
-    rpn_batch_size_per_image=32,
-    box_batch_size_per_image=16,
-)
 OPS3 = {"backbone": ["ir_k3_e3", "skip", "ir_k5_e1_g2"], "neck": ["sep_k3", "conv_k1"], "head": ["ir_k3_e1", "skip"]}
 
 
