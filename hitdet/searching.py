@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import tempfile
 import types
 import typing
 import warnings
@@ -285,8 +286,13 @@ def run_search(
     devices: int | str = 1,
     strategy: str = "auto",
     progress: bool = True,
+    callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """Run one screening or search stage into ``out``; returns a summary of what it wrote."""
+    """Run one screening or search stage into ``out``; returns a summary of what it wrote.
+
+    ``callbacks``: extra Lightning callbacks (after the checkpointing one), e.g. to watch α.
+    With DDP every rank runs this; only rank 0 writes into ``out`` and returns a summary.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     with warnings.catch_warnings():
@@ -367,7 +373,7 @@ def run_search(
         devices=devices,
         strategy=strategy,
         logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False),
-        callbacks=[checkpoints],
+        callbacks=[checkpoints, *(callbacks or [])],
         enable_progress_bar=progress,
         enable_model_summary=False,
         limit_val_batches=0,
@@ -387,7 +393,10 @@ def run_search(
     )
     strat = HitDetStrategy.from_settings(settings_obj, sub_spaces=sub_spaces)
     experiment = NasExperiment(space, evaluator, strat)
-    experiment.config.experiment_working_directory = str((out / "nni").resolve())
+    # NNI writes an experiment folder in every process; DDP's extra ranks put theirs in a
+    # throw-away folder, so that only rank 0 writes into the run.
+    scratch = tempfile.TemporaryDirectory(prefix="hitdet-nni-rank-") if child else None
+    experiment.config.experiment_working_directory = scratch.name if scratch else str((out / "nni").resolve())
     nni_logger = logging.getLogger("nni")
     level = nni_logger.level
     nni_logger.setLevel(logging.ERROR)  # one-shot runs have no NNI manager: its start-up chatter is noise
@@ -403,6 +412,8 @@ def run_search(
         finally:
             experiment.stop()
             nni_logger.setLevel(level)
+            if scratch is not None:
+                scratch.cleanup()
     if not trainer.is_global_zero:
         return {}
 

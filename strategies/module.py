@@ -359,7 +359,35 @@ class HitDetLightningModule(DartsLightningModule):
             for op, score in ranked[: max(excess, 0)]:
                 self.drop_op(c, op, score)
 
+    # -- several processes --------------------------------------------------------------------
+
+    def architecture_state(self) -> torch.Tensor:
+        """α and the removed-op masks of every label, flattened in label order (float64)."""
+        parts = []
+        for g in self.layers.values():
+            alpha, active = g[0]._arch_alpha.detach().flatten(), g[0].active_mask
+            parts += [alpha.to("cpu", torch.float64), active.to("cpu", torch.float64)]
+        return torch.cat(parts)
+
+    def check_ranks_agree(self) -> None:
+        """Stop if α or the removed ops differ between processes (DDP).
+
+        They never should: DDP all-reduces the α gradients, so every rank takes the same Adam
+        step and the same screening decisions. A difference means the runs would export
+        different architectures; failing loudly beats picking rank 0's silently.
+        """
+        if self._trainer is None or self.trainer.world_size <= 1:
+            return
+        local = self.architecture_state()
+        gathered = self.all_gather(local.to(self.device)).to("cpu").reshape(self.trainer.world_size, -1)
+        where = rank_disagreement(gathered, {label: g[0].names for label, g in self.layers.items()})
+        if where is not None:
+            raise RuntimeError(
+                f"architecture state differs between DDP ranks after epoch {self.trainer.current_epoch}: {where}"
+            )
+
     def on_train_epoch_end(self) -> None:
+        self.check_ranks_agree()  # before screening, which acts on α
         self.history.append(
             {"epoch": int(self.trainer.current_epoch), "step": int(self.trainer.global_step), "scores": self.scores()}
         )
@@ -431,6 +459,22 @@ class HitDetLightningModule(DartsLightningModule):
             removed.setdefault(e.component, []).append(e)
             all_scores.setdefault(e.component, {})[e.op] = e.score
         return SubSpaces(kept, all_scores, removed, self.settings.to_dict())
+
+
+def rank_disagreement(gathered: torch.Tensor, names: dict[str, list[Any]]) -> str | None:
+    """Where rows of ``gathered`` (one :meth:`architecture_state` per rank) differ, or None.
+
+    ``names``: the candidate names of every label, in the order the state was flattened.
+    """
+    offset = 0
+    for label, ops in names.items():
+        for part, size in (("alpha", len(ops)), ("removed ops", len(ops))):
+            block = gathered[:, offset : offset + size]
+            for rank in range(1, gathered.shape[0]):
+                if not torch.equal(block[rank], block[0]):
+                    return f"{label} {part}: rank 0 has {block[0].tolist()}, rank {rank} has {block[rank].tolist()}"
+            offset += size
+    return None
 
 
 def _loss(out: Any) -> torch.Tensor:
