@@ -18,6 +18,7 @@ import torch
 
 from hitdet.data import SynthSpec, write_synthetic
 from hitdet.training import read_state_dict
+from strategies import SubSpaces
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TRAIN = ["--config", "synth-cpu", "--set", "detector.min_size=64", "--set", "detector.max_size=80",
@@ -26,6 +27,8 @@ SCREEN = ["--config", "synth-cpu", "--epochs", "3", "--no-progress", "--set=trai
           "--set=train.batch_size=4", "--set=steps_per_epoch=2", "--set=train.detector.min_size=64",
           "--set=train.detector.max_size=80", "--set=strategy.arch_start_epoch=1", "--set=strategy.num_ops=2",
           "--set=ops=[sep_k3, skip, conv_k1, conv_k3]"]
+
+SEARCH = [*SCREEN[:-2], "--lambda", "0.5"]  # no op pool: the search reads its sub spaces
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +83,37 @@ def test_screen_resumed_after_sigkill_matches_uninterrupted(data: Path, tmp_path
     meta_run = json.loads((run / "metadata.json").read_text())
     assert meta_run["alpha_probabilities"] == meta_ref["alpha_probabilities"]
     assert meta_run == meta_ref
+
+
+def test_search_resumed_after_sigkill_matches_uninterrupted(data: Path, tmp_path: Path) -> None:
+    sub = SubSpaces({"backbone": ["sep_k3", "conv_k1", "skip"], "neck": ["sep_k3", "conv_k3"],
+                     "head": ["conv_k1", "conv_k3"]}).save(tmp_path / "subspaces.json")
+    search = [*SEARCH, f"--sub-spaces={sub}"]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    hitdet("search", "--data", str(data), "--out", str(ref), *search)
+    killed_after_first_checkpoint(["search", "--data", str(data), "--out", str(run), *search], run)
+    hitdet("search", "--out", str(run), "--resume", "--no-progress")
+
+    arch_ref = json.loads((ref / "architecture.json").read_text())
+    arch_run = json.loads((run / "architecture.json").read_text())
+    arch_ref.pop("name"), arch_run.pop("name")  # named after the run folder
+    assert arch_run == arch_ref  # the sample, α probabilities, MACs and score history included
+    assert json.loads((run / "metadata.json").read_text()) == json.loads((ref / "metadata.json").read_text())
+    history = arch_ref["metadata"]["score_history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert history[0]["scores"] != history[-1]["scores"]  # α moved after the restart, too
+
+    # what the resume restored from: both optimisers, the weight schedule, the strategy and RNG states
+    ckpt = torch.load(run / "checkpoints" / "epoch000.ckpt", weights_only=False, map_location="cpu")
+    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert (ckpt["epoch"], final["epoch"]) == (0, 2) and ckpt["global_step"] > 0
+    weights_opt, alpha_opt = final["optimizer_states"]
+    assert "momentum_buffer" in next(iter(weights_opt["state"].values()))
+    positions = len(json.loads((run / "sample.json").read_text()))
+    assert len(alpha_opt["state"]) == positions  # Adam moments of one α per searched position
+    assert ckpt["lr_schedulers"] and final["lr_schedulers"][0]["last_epoch"] > ckpt["lr_schedulers"][0]["last_epoch"]
+    assert {"active", "events", "history", "costs"} <= set(ckpt["hitdet_strategy"])
+    assert set(ckpt["hitdet_rng"]) == {"torch", "numpy", "python"}
 
 
 def test_screen_resume_refuses_another_config(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,0 +1,109 @@
+"""Several processes: a 2-process gloo screen and search keep α identical on every rank at every step.
+
+tests/ddp_search_probe.py runs the search exactly as ``hitdet screen/search --strategy ddp
+--devices 2`` does (``run_search``) and saves, per rank, α after every step, the batches seen,
+what that rank exports, and every write it made under the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from hitdet.data import SynthSpec, write_synthetic
+from strategies import SubSpaces
+from strategies.module import rank_disagreement
+
+PROBE = Path(__file__).resolve().parent / "ddp_search_probe.py"
+COMMON = ["--set=train.epochs=3", "--set=train.width=0.0625", "--set=train.batch_size=2", "--set=steps_per_epoch=2",
+          "--set=train.detector.min_size=64", "--set=train.detector.max_size=80", "--set=strategy.arch_start_epoch=1",
+          "--set=strategy.arc_learning_rate=0.05"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic(tmp_path_factory.mktemp("ddp") / "data", SynthSpec(num_train=16, num_val=4, seed=3))
+
+
+def run_probe(mode: str, data: Path, tmp: Path, *overrides: str) -> tuple[Path, list[dict[str, Any]]]:
+    out, trace, home = tmp / "run", tmp / "trace", tmp / "home"
+    home.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HOME": str(home),
+           "NNI_EXPERIMENT_DIR": str(home / "nni-experiments")}
+    proc = subprocess.run([sys.executable, str(PROBE), mode, str(data), str(out), str(trace), *COMMON, *overrides],
+                          env=env, cwd=tmp, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    ranks = [torch.load(trace / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    return out, ranks
+
+
+def check_same_alpha_every_step(ranks: list[dict[str, Any]]) -> None:
+    a, b = ranks[0]["alpha"], ranks[1]["alpha"]
+    assert len(a) == len(b) == 3 * 2  # 3 epochs of 2 steps, on both ranks
+    # the ranks trained on different images (DistributedSampler): equal α is not a given
+    assert all(set(sa["images"]["val"]).isdisjoint(sb["images"]["val"]) for sa, sb in zip(a, b, strict=True))
+    for sa, sb in zip(a, b, strict=True):
+        assert sa["step"] == sb["step"]
+        for label, alpha in sa["alpha"].items():
+            assert torch.equal(alpha, sb["alpha"][label]), f"step {sa['step']}: α of {label} differs between ranks"
+            assert torch.equal(sa["active"][label], sb["active"][label]), f"step {sa['step']}: {label} removals"
+    # the architecture steps (epochs 1-2) moved α away from where epoch 0 left it
+    moved = max(float((a[-1]["alpha"][k] - a[1]["alpha"][k]).abs().max()) for k in a[1]["alpha"])
+    assert moved > 1e-3
+    assert all(torch.equal(a[0]["alpha"][k], a[1]["alpha"][k]) for k in a[0]["alpha"])  # no α step in epoch 0
+
+
+def check_only_rank0_writes(out: Path, ranks: list[dict[str, Any]], outputs: list[str]) -> None:
+    assert ranks[1]["writes"] == [], f"rank 1 wrote into the run: {ranks[1]['writes'][:5]}"
+    written = {Path(path).relative_to(out).as_posix() for event, path in ranks[0]["writes"]}
+    for name in [*outputs, "checkpoints/last.ckpt", "config.yaml"]:
+        assert name in written and (out / name).is_file(), name
+    assert len(list((out / "nni").iterdir())) == 1  # one NNI experiment folder: rank 0's
+
+
+def test_ddp_screen_same_alpha_and_removals_on_every_rank(data: Path, tmp_path: Path) -> None:
+    pool = "--set=ops=[sep_k3, skip, conv_k1, conv_k3]"
+    out, ranks = run_probe("screen", data, tmp_path, "--set=strategy.num_ops=2", pool)
+    check_same_alpha_every_step(ranks)
+    first, last = ranks[0]["alpha"][0]["active"], ranks[0]["alpha"][-1]["active"]
+    assert all(int(m.sum()) == 4 for m in first.values()) and any(int(m.sum()) < 4 for m in last.values())
+    assert ranks[0]["kept"] == ranks[1]["kept"]
+    assert all(len(ops) == 2 for ops in ranks[0]["kept"].values())
+    saved = json.loads((out / "subspaces.json").read_text())["components"]
+    assert {c: v["ops"] for c, v in saved.items()} == ranks[0]["kept"]
+    check_only_rank0_writes(out, ranks, ["subspaces.json", "sample.json", "metadata.json"])
+
+
+def test_ddp_search_same_alpha_and_architecture_on_every_rank(data: Path, tmp_path: Path) -> None:
+    sub = SubSpaces({"backbone": ["sep_k3", "conv_k1", "skip"], "neck": ["sep_k3", "conv_k3"],
+                     "head": ["conv_k1", "conv_k3", "sep_k3"]}).save(tmp_path / "subspaces.json")
+    out, ranks = run_probe("search", data, tmp_path, f"--set=sub_spaces={sub}", "--set=strategy.penalty_lambda=0.5")
+    check_same_alpha_every_step(ranks)
+    assert ranks[0]["sample"] == ranks[1]["sample"]
+    arch = json.loads((out / "architecture.json").read_text())
+    assert json.loads((out / "sample.json").read_text()) == ranks[0]["sample"]
+    assert arch["metadata"]["alpha_probabilities"] == json.loads((out / "metadata.json").read_text())[
+        "alpha_probabilities"]
+    check_only_rank0_writes(out, ranks, ["architecture.json", "sample.json", "metadata.json"])
+
+
+def test_rank_disagreement_names_the_label_and_ranks() -> None:
+    names = {"backbone/s1_b0": ["a", "b"], "neck/out1": ["a", "b", "c"]}
+    state = torch.tensor([0.1, 0.2, 1, 1, 0.3, 0.4, 0.5, 1, 0, 1], dtype=torch.float64)
+    assert rank_disagreement(torch.stack([state, state.clone(), state.clone()]), names) is None
+    drifted = state.clone()
+    drifted[5] += 1e-12
+    where = rank_disagreement(torch.stack([state, state, drifted]), names)
+    assert where is not None and where.startswith("neck/out1 alpha: rank 0 has [0.3, 0.4, 0.5], rank 2 has")
+    removed = state.clone()
+    removed[8] = 1
+    where = rank_disagreement(torch.stack([state, removed]), names)
+    assert where == "neck/out1 removed ops: rank 0 has [1.0, 0.0, 1.0], rank 1 has [1.0, 1.0, 1.0]"
