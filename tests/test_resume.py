@@ -1,4 +1,4 @@
-"""SIGKILL after the first epoch's checkpoint, then --resume: the same result as an uninterrupted run.
+"""SIGKILL in the middle of the second epoch, then --resume: the same result as an uninterrupted run.
 
 Each run is a ``python -m hitdet`` subprocess (the same threads and start-up for all three runs).
 """
@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,11 +19,13 @@ from hitdet.data import SynthSpec, write_synthetic
 from hitdet.training import read_state_dict
 from strategies import SubSpaces
 
+KILLER = Path(__file__).resolve().parent / "sigkill_mid_epoch.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TRAIN = ["--config", "synth-cpu", "--set", "detector.min_size=64", "--set", "detector.max_size=80",
          "--set", "eval_batch_size=4", "--set", "width=0.0625", "--batch-size", "4", "--epochs", "2", "--no-progress"]
+# 2 steps an epoch everywhere (8 images; the search halves them), so the kill lands between two steps
 SCREEN = ["--config", "synth-cpu", "--epochs", "3", "--no-progress", "--set=train.width=0.0625",
-          "--set=train.batch_size=4", "--set=steps_per_epoch=2", "--set=train.detector.min_size=64",
+          "--set=train.batch_size=2", "--set=steps_per_epoch=2", "--set=train.detector.min_size=64",
           "--set=train.detector.max_size=80", "--set=strategy.arch_start_epoch=1", "--set=strategy.num_ops=2",
           "--set=ops=[sep_k3, skip, conv_k1, conv_k3]"]
 
@@ -41,27 +42,19 @@ def hitdet(*args: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def killed_after_first_checkpoint(args: list[str], run: Path) -> None:
-    """Start the command, SIGKILL it as soon as the first epoch's checkpoint is complete."""
-    proc = subprocess.Popen([sys.executable, "-m", "hitdet", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=ENV)
-    last, deadline = run / "checkpoints" / "last.ckpt", time.monotonic() + 60
-    try:
-        while not last.is_file():  # written atomically (temporary file, then rename), after epoch000.ckpt
-            assert proc.poll() is None, "finished before it could be killed"
-            assert time.monotonic() < deadline, "no checkpoint within 60 s"
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert (run / "checkpoints" / "epoch000.ckpt").is_file()
-    assert not (run / "checkpoints" / "epoch001.ckpt").exists(), "killed too late: the second epoch had finished"
+def killed_mid_epoch(args: list[str], run: Path) -> None:
+    """Run the command and SIGKILL it after the first step of its second epoch (tests/sigkill_mid_epoch.py)."""
+    proc = subprocess.run([sys.executable, str(KILLER), *args], capture_output=True, text=True,
+                          env={**ENV, "KILL_EPOCH": "1"}, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, f"not killed (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    assert (run / "checkpoints" / "epoch000.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert not (run / "checkpoints" / "epoch001.ckpt").exists()
 
 
 def test_train_resumed_after_sigkill_matches_uninterrupted(data: Path, tmp_path: Path) -> None:
     ref, run = tmp_path / "ref", tmp_path / "run"
     hitdet("train", "hit-detector", "--data", str(data), "--out", str(ref), *TRAIN)
-    killed_after_first_checkpoint(["train", "hit-detector", "--data", str(data), "--out", str(run), *TRAIN], run)
+    killed_mid_epoch(["train", "hit-detector", "--data", str(data), "--out", str(run), *TRAIN], run)
     hitdet("train", "--out", str(run), "--resume", "--no-progress")
 
     a, b = read_state_dict(ref / "last.pt"), read_state_dict(run / "last.pt")
@@ -75,7 +68,7 @@ def test_train_resumed_after_sigkill_matches_uninterrupted(data: Path, tmp_path:
 def test_screen_resumed_after_sigkill_matches_uninterrupted(data: Path, tmp_path: Path) -> None:
     ref, run = tmp_path / "ref", tmp_path / "run"
     hitdet("screen", "--data", str(data), "--out", str(ref), *SCREEN)
-    killed_after_first_checkpoint(["screen", "--data", str(data), "--out", str(run), *SCREEN], run)
+    killed_mid_epoch(["screen", "--data", str(data), "--out", str(run), *SCREEN], run)
     hitdet("screen", "--out", str(run), "--resume", "--no-progress")  # the run's own config.yaml by default
 
     assert json.loads((run / "subspaces.json").read_text()) == json.loads((ref / "subspaces.json").read_text())
@@ -91,7 +84,7 @@ def test_search_resumed_after_sigkill_matches_uninterrupted(data: Path, tmp_path
     search = [*SEARCH, f"--sub-spaces={sub}"]
     ref, run = tmp_path / "ref", tmp_path / "run"
     hitdet("search", "--data", str(data), "--out", str(ref), *search)
-    killed_after_first_checkpoint(["search", "--data", str(data), "--out", str(run), *search], run)
+    killed_mid_epoch(["search", "--data", str(data), "--out", str(run), *search], run)
     hitdet("search", "--out", str(run), "--resume", "--no-progress")
 
     arch_ref = json.loads((ref / "architecture.json").read_text())
