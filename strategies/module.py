@@ -168,6 +168,20 @@ class HitDetLightningModule(DartsLightningModule):
             for g in (self.layers[label] for label in comp.labels)
         ]
 
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The alphas, each once, in module order.
+
+        NNI's returns ``list(set(...))``, an order that follows memory addresses: the Adam
+        state one process saves then lands on the wrong alphas in another (a resumed run, the
+        other DDP ranks). Module order is the same in every process.
+        """
+        found: dict[int, nn.Parameter] = {}
+        for m in self.supernet_modules():
+            if hasattr(m, "arch_parameters"):
+                for p in m.arch_parameters():
+                    found.setdefault(id(p), p)
+        return list(found.values())
+
     def alphas(self) -> list[nn.Parameter]:
         """The architecture parameters (cached: NNI's ``arch_parameters`` walks every module)."""
         if self._alphas is None:

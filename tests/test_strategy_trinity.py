@@ -95,6 +95,13 @@ def test_tiny_trinity_search_exports_an_architecture() -> None:
     doc = json.loads(json.dumps(arch.to_dict()))
     assert doc["metadata"]["mode"] == "search"
     assert doc["metadata"]["macs"]["exact"] > 0
+    # the α optimiser holds the α in module order, the same in every process, so that its saved
+    # state resumes onto the right α (NNI's own order follows memory addresses)
+    in_module_order = [id(group[0]._arch_alpha) for group in module.layers.values()]
+    assert len(in_module_order) == len(structure.labels())
+    assert [id(p) for p in module.arch_parameters()] == in_module_order
+    arch_opt = [o for o in trainer.optimizers if getattr(o, "is_arch_optimizer", False)]
+    assert [[id(p) for p in o.param_groups[0]["params"]] for o in arch_opt] == [in_module_order]
 
 
 def test_measured_costs_on_a_detector_match_the_analytic_table() -> None:

@@ -31,6 +31,7 @@ with warnings.catch_warnings():
 
 
 RNG_KEY = "hitdet_rng"  # the checkpoint entry holding the random number generators' states
+RNG_RANKS_KEY = "hitdet_rng_ranks"  # with DDP: every rank's states, by rank
 
 
 def _rng_state() -> dict[str, Any]:
@@ -45,6 +46,14 @@ def _rng_state() -> dict[str, Any]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def _world() -> tuple[int, int] | None:
+    """(rank, world size) of a multi-process run, None in a single process."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank(), dist.get_world_size()
+    return None
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -107,12 +116,23 @@ class DetectionModule(LightningModule):
         """Save the random number generators, so that a resumed run draws what an uninterrupted one would.
 
         Training draws from them after the checkpoint (flips, RoI sampling, the search's data
-        shuffling); Lightning restores weights, optimisers and loops but not these.
+        shuffling); Lightning restores weights, optimisers and loops but not these. With DDP
+        every rank draws its own numbers: the states of all ranks are gathered (Lightning
+        calls this hook on every rank; rank 0 writes the file).
         """
-        checkpoint[RNG_KEY] = _rng_state()
+        state = _rng_state()
+        checkpoint[RNG_KEY] = state
+        world = _world()
+        if world is not None:
+            states: list[Any] = [None] * world[1]
+            torch.distributed.all_gather_object(states, state)
+            checkpoint[RNG_RANKS_KEY] = states
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if RNG_KEY in checkpoint:
+        states, world = checkpoint.get(RNG_RANKS_KEY), _world()
+        if world is not None and states is not None and len(states) == world[1]:
+            _set_rng_state(states[world[0]])
+        elif RNG_KEY in checkpoint:  # another number of processes than saved: rank 0's, as good as any
             _set_rng_state(checkpoint[RNG_KEY])
 
     def _check_finite(self, loss: torch.Tensor, losses: Mapping[str, torch.Tensor]) -> None:
