@@ -9,12 +9,16 @@ rank by re-running this very command. Each rank writes ``TRACE/rank{r}.pt``:
 - ``writes``: every file or folder that rank created, wrote, renamed or removed under OUT,
   caught by a Python audit hook (``open`` for writing, ``os.mkdir``, ``os.rename`` ...).
 
-usage: ddp_search_probe.py MODE DATA OUT TRACE [--set KEY=VALUE ...]
+With ``KILL_EPOCH=E`` in the environment every rank SIGKILLs itself after the first step of
+epoch E (a pre-empted job); ``--resume`` then continues the run as ``hitdet ... --resume`` does.
+
+usage: ddp_search_probe.py MODE DATA OUT TRACE [--resume] [--set=KEY=VALUE ...]
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,7 +57,9 @@ def watch_writes(root: Path) -> list[tuple[str, str]]:
 
 def main() -> None:
     mode, data, out, trace = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
-    overrides = [arg.removeprefix("--set=") for arg in sys.argv[5:]]
+    resume = "--resume" in sys.argv[5:]
+    overrides = [arg.removeprefix("--set=") for arg in sys.argv[5:] if arg != "--resume"]
+    kill_epoch = int(os.environ.get("KILL_EPOCH", "-1"))
     writes = watch_writes(out)
 
     import torch
@@ -80,11 +86,13 @@ def main() -> None:
                 "alpha": {label: g[0]._arch_alpha.detach().clone() for label, g in pl_module.layers.items()},
                 "active": {label: g[0].active_mask.clone() for label, g in pl_module.layers.items()},
             })
+            if trainer.current_epoch == kill_epoch:
+                os.kill(os.getpid(), signal.SIGKILL)
 
     trace_cb = AlphaTrace()
-    cfg = load_search_config(mode, "synth-cpu", overrides)
-    run_search(mode, out, cfg, data, accelerator="cpu", devices=2, strategy="ddp", progress=False,
-               callbacks=[trace_cb])
+    cfg = load_search_config(mode, out / "config.yaml" if resume else "synth-cpu", overrides)
+    run_search(mode, out, cfg, None if resume else data, resume=resume, accelerator="cpu", devices=2,
+               strategy="ddp", progress=False, callbacks=[trace_cb])
     result = export_result(trace_cb.module)
     kept = {c: list(ops) for c, ops in result.sub_spaces.kept.items()} if result.sub_spaces is not None else None
     trace.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ PROBE = Path(__file__).resolve().parent / "ddp_search_probe.py"
 COMMON = ["--set=train.epochs=3", "--set=train.width=0.0625", "--set=train.batch_size=2", "--set=steps_per_epoch=2",
           "--set=train.detector.min_size=64", "--set=train.detector.max_size=80", "--set=strategy.arch_start_epoch=1",
           "--set=strategy.arc_learning_rate=0.05"]
+SEARCH = ["--set=strategy.penalty_lambda=0.5"]
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +34,33 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic(tmp_path_factory.mktemp("ddp") / "data", SynthSpec(num_train=16, num_val=4, seed=3))
 
 
-def run_probe(mode: str, data: Path, tmp: Path, *overrides: str) -> tuple[Path, list[dict[str, Any]]]:
-    out, trace, home = tmp / "run", tmp / "trace", tmp / "home"
-    home.mkdir()
+def run_probe(mode: str, data: Path, tmp: Path, *args: str, killed: bool = False) -> tuple[Path, list[dict[str, Any]]]:
+    """The probe on OUT = TMP/run, tracing into a fresh TMP/trace*; ``killed``: SIGKILL in epoch 1."""
+    out, home = tmp / "run", tmp / "home"
+    trace = tmp / f"trace{len(list(tmp.glob('trace*')))}"
+    home.mkdir(exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HOME": str(home),
-           "NNI_EXPERIMENT_DIR": str(home / "nni-experiments")}
-    proc = subprocess.run([sys.executable, str(PROBE), mode, str(data), str(out), str(trace), *COMMON, *overrides],
+           "NNI_EXPERIMENT_DIR": str(home / "nni-experiments"), **({"KILL_EPOCH": "1"} if killed else {})}
+    settings = [] if "--resume" in args else COMMON
+    proc = subprocess.run([sys.executable, str(PROBE), mode, str(data), str(out), str(trace), *settings, *args],
                           env=env, cwd=tmp, capture_output=True, text=True, timeout=240)
+    if killed:
+        assert proc.returncode == -signal.SIGKILL, f"not killed (exit {proc.returncode}): {proc.stderr[-3000:]}"
+        return out, []
     assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     ranks = [torch.load(trace / f"rank{r}.pt", weights_only=False) for r in range(2)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     return out, ranks
+
+
+@pytest.fixture(scope="module")
+def search_run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[dict[str, Any]]]:
+    """An uninterrupted 2-process search: (its sub-spaces file, the run folder, the ranks' traces)."""
+    tmp = tmp_path_factory.mktemp("search")
+    sub = SubSpaces({"backbone": ["sep_k3", "conv_k1", "skip"], "neck": ["sep_k3", "conv_k3"],
+                     "head": ["conv_k1", "conv_k3", "sep_k3"]}).save(tmp / "subspaces.json")
+    out, ranks = run_probe("search", data, tmp, *SEARCH, f"--set=sub_spaces={sub}")
+    return sub, out, ranks
 
 
 def check_same_alpha_every_step(ranks: list[dict[str, Any]]) -> None:
@@ -82,10 +100,8 @@ def test_ddp_screen_same_alpha_and_removals_on_every_rank(data: Path, tmp_path: 
     check_only_rank0_writes(out, ranks, ["subspaces.json", "sample.json", "metadata.json"])
 
 
-def test_ddp_search_same_alpha_and_architecture_on_every_rank(data: Path, tmp_path: Path) -> None:
-    sub = SubSpaces({"backbone": ["sep_k3", "conv_k1", "skip"], "neck": ["sep_k3", "conv_k3"],
-                     "head": ["conv_k1", "conv_k3", "sep_k3"]}).save(tmp_path / "subspaces.json")
-    out, ranks = run_probe("search", data, tmp_path, f"--set=sub_spaces={sub}", "--set=strategy.penalty_lambda=0.5")
+def test_ddp_search_same_alpha_and_architecture_on_every_rank(search_run: tuple[Path, Path, list]) -> None:
+    _, out, ranks = search_run
     check_same_alpha_every_step(ranks)
     assert ranks[0]["sample"] == ranks[1]["sample"]
     arch = json.loads((out / "architecture.json").read_text())
@@ -93,6 +109,30 @@ def test_ddp_search_same_alpha_and_architecture_on_every_rank(data: Path, tmp_pa
     assert arch["metadata"]["alpha_probabilities"] == json.loads((out / "metadata.json").read_text())[
         "alpha_probabilities"]
     check_only_rank0_writes(out, ranks, ["architecture.json", "sample.json", "metadata.json"])
+
+
+def test_ddp_search_resumed_after_sigkill_matches_uninterrupted(search_run: tuple[Path, Path, list], data: Path,
+                                                                tmp_path: Path) -> None:
+    """Both ranks killed mid-epoch, then resumed on 2 processes: every step as in the uninterrupted run.
+
+    Needs the α Adam state restored onto the right α in every process, and every rank's own
+    random number generators (RoI sampling) restored.
+    """
+    sub, ref_out, ref = search_run
+    out, _ = run_probe("search", data, tmp_path, *SEARCH, f"--set=sub_spaces={sub}", killed=True)
+    out, ranks = run_probe("search", data, tmp_path, "--resume")
+    steps = {s["step"]: s["alpha"] for s in ref[0]["alpha"]}
+    resumed = ranks[0]["alpha"]
+    assert [s["step"] for s in resumed] == [s["step"] for s in ref[0]["alpha"][2:]]  # epochs 1-2, again
+    for rank in ranks:
+        for s in rank["alpha"]:
+            for label, alpha in s["alpha"].items():
+                assert torch.equal(alpha, steps[s["step"]][label]), f"step {s['step']}: α of {label}"
+    assert ranks[0]["sample"] == ranks[1]["sample"] == ref[0]["sample"]
+    arch, arch_ref = (json.loads((o / "architecture.json").read_text()) for o in (out, ref_out))
+    arch.pop("name"), arch_ref.pop("name")
+    assert arch == arch_ref
+    assert ranks[1]["writes"] == []
 
 
 def test_rank_disagreement_names_the_label_and_ranks() -> None:
