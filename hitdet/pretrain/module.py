@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from hitdet.pretrain.config import PretrainConfig
 from hitdet.pretrain.model import BackboneClassifier
+from hitdet.training.rng import load_rng_states, save_rng_states
 
 
 def topk_accuracy(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[torch.Tensor]:
@@ -60,6 +61,12 @@ class ClassificationModule(pl.LightningModule):
         self.log("val/loss", loss, batch_size=n, sync_dist=True)
         self.log("val/top1", top1, prog_bar=True, batch_size=n, sync_dist=True)
         self.log("val/top5", top5, batch_size=n, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        save_rng_states(checkpoint)  # crops, flips and shuffling after a resume as without one
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        load_rng_states(checkpoint)
 
     def configure_optimizers(self) -> dict:
         cfg = self.config

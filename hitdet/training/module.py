@@ -9,12 +9,10 @@ detector to the constructor instead.
 from __future__ import annotations
 
 import math
-import random
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.optim import SGD
@@ -23,47 +21,12 @@ from torch.optim.lr_scheduler import LambdaLR
 from hitdet.errors import NonFiniteLossError
 from hitdet.evaluation import METRIC_NAMES, coco_evaluate, to_coco_results
 from hitdet.training.config import TrainConfig
+from hitdet.training.rng import load_rng_states, save_rng_states
 from hitdet.training.schedule import warmup_cosine_factor, warmup_step_factor
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*(Buffer|LinearCrossEntropyOptions).*", category=RuntimeWarning)
     from nni.nas.evaluator.pytorch.lightning import LightningModule
-
-
-RNG_KEY = "hitdet_rng"  # the checkpoint entry holding the random number generators' states
-RNG_RANKS_KEY = "hitdet_rng_ranks"  # with DDP: every rank's states, by rank
-
-
-def _rng_state() -> dict[str, Any]:
-    # Tensors, lists and numbers only: readable by torch.load(weights_only=True).
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-        "python": [version, list(internal), gauss_next],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _world() -> tuple[int, int] | None:
-    """(rank, world size) of a multi-process run, None in a single process."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist.get_rank(), dist.get_world_size()
-    return None
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class DetectionModule(LightningModule):
@@ -113,27 +76,10 @@ class DetectionModule(LightningModule):
     # ------------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Save the random number generators, so that a resumed run draws what an uninterrupted one would.
-
-        Training draws from them after the checkpoint (flips, RoI sampling, the search's data
-        shuffling); Lightning restores weights, optimisers and loops but not these. With DDP
-        every rank draws its own numbers: the states of all ranks are gathered (Lightning
-        calls this hook on every rank; rank 0 writes the file).
-        """
-        state = _rng_state()
-        checkpoint[RNG_KEY] = state
-        world = _world()
-        if world is not None:
-            states: list[Any] = [None] * world[1]
-            torch.distributed.all_gather_object(states, state)
-            checkpoint[RNG_RANKS_KEY] = states
+        save_rng_states(checkpoint)  # flips, RoI sampling, the search's shuffling come after the checkpoint
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        states, world = checkpoint.get(RNG_RANKS_KEY), _world()
-        if world is not None and states is not None and len(states) == world[1]:
-            _set_rng_state(states[world[0]])
-        elif RNG_KEY in checkpoint:  # another number of processes than saved: rank 0's, as good as any
-            _set_rng_state(checkpoint[RNG_KEY])
+        load_rng_states(checkpoint)
 
     def _check_finite(self, loss: torch.Tensor, losses: Mapping[str, torch.Tensor]) -> None:
         """Stop training on a NaN or infinite loss, before it reaches a backward pass or a checkpoint.
