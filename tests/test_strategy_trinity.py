@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,16 +12,9 @@ import torch
 from nni.nas.evaluator.pytorch import DataLoader, Lightning, LightningModule, Trainer
 from nni.nas.experiment import NasExperiment
 
-from search_spaces.structure import DetectorStructure
+from search_spaces import TrinitySpace
 from strategies import HitDetStrategy
-
-try:
-    from search_spaces import TrinitySpace
-    from search_spaces.detectors import DetectorSettings
-except (ImportError, AttributeError):  # the spaces issue has not landed
-    TrinitySpace = None
-
-pytestmark = pytest.mark.skipif(TrinitySpace is None, reason="search_spaces.TrinitySpace is not available")
+from tests.helpers import SETTINGS, TINY
 
 OPS = ["ir_k3_e1", "conv_k3", "sep_k3", "skip"]
 
@@ -50,6 +44,11 @@ class Boxes(torch.utils.data.Dataset):
         return self.images[i], {"boxes": box, "labels": torch.tensor([1 + i % 2])}
 
 
+def square_settings() -> Any:
+    """The tiny test settings at square 64-px images, with anchors to match."""
+    return replace(SETTINGS, max_size=64, anchor_base=8, rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000)
+
+
 def collate(batch: list[Any]) -> Any:
     return tuple(zip(*batch, strict=True))
 
@@ -58,17 +57,7 @@ def test_tiny_trinity_search_exports_an_architecture() -> None:
     from hitdet.architecture import Architecture
 
     pl.seed_everything(0, verbose=False)
-    structure = DetectorStructure().scaled(0.125).half_depth()
-    settings = DetectorSettings(
-        num_classes=3,
-        min_size=64,
-        max_size=64,
-        anchor_base=8,
-        rpn_pre_nms_top_n_train=50,
-        rpn_post_nms_top_n_train=20,
-        rpn_batch_size_per_image=32,
-        box_batch_size_per_image=16,
-    )
+    structure, settings = TINY, square_settings()
     space = TrinitySpace(structure, OPS, settings, input_size=(64, 64), num_rois=32)
     trainer = Trainer(
         max_epochs=1,
@@ -107,15 +96,11 @@ def test_tiny_trinity_search_exports_an_architecture() -> None:
 def test_measured_costs_on_a_detector_match_the_analytic_table() -> None:
     """Without ``candidate_macs`` the MACs are measured on the first batch: 2 images, 2 x 16 RoIs."""
 
-    class NoTable(TrinitySpace):  # type: ignore[misc, valid-type]
+    class NoTable(TrinitySpace):
         candidate_macs = None
 
     pl.seed_everything(0, verbose=False)
-    structure = DetectorStructure().scaled(0.125).half_depth()
-    settings = DetectorSettings(
-        num_classes=3, min_size=64, max_size=64, anchor_base=8, rpn_pre_nms_top_n_train=50,
-        rpn_post_nms_top_n_train=20, rpn_batch_size_per_image=32, box_batch_size_per_image=16,
-    )  # fmt: skip
+    structure, settings = TINY, square_settings()
     space = NoTable(structure, OPS, settings, input_size=(64, 64), num_rois=16)
     table = TrinitySpace.candidate_macs(space)
     trainer = Trainer(
