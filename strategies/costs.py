@@ -45,6 +45,15 @@ class CostTable:
         return self.source != "unavailable"
 
 
+def retrained_params(module: nn.Module) -> int:
+    """Parameters of a candidate as the retrained op has them (BatchNorms the search made non-affine count)."""
+    n = sum(p.numel() for p in module.parameters())
+    for m in module.modules():
+        if getattr(m, "_hitdet_non_affine", False):
+            n += 2 * m.num_features
+    return n
+
+
 def candidate_params(layers: dict[str, list[HitDetMixedLayer]]) -> dict[str, torch.Tensor]:
     """Parameter count of every candidate (removed ones count 0), per label."""
     out: dict[str, torch.Tensor] = {}
@@ -53,7 +62,7 @@ def candidate_params(layers: dict[str, list[HitDetMixedLayer]]) -> dict[str, tor
         for layer in group:
             for i, name in enumerate(layer.names):
                 if str(name) in layer._modules:
-                    counts[i] += sum(p.numel() for p in layer._modules[str(name)].parameters())
+                    counts[i] += retrained_params(layer._modules[str(name)])
         out[label] = counts
     return out
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from strategies.budget import decode_within_budget
 from strategies.module import HitDetLightningModule
 from strategies.penalty import expected_macs
 from strategies.screening import SubSpaces
@@ -36,12 +37,52 @@ def _only(d: dict[str, Any], keys: list[str]) -> dict[str, Any]:
     return {k: d[k] for k in keys}
 
 
+def decisiveness(alpha_probs: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """How decisive α is: the chosen op's probability as a multiple of uniform, per position.
+
+    ``ratio = max_o p(o) x n_active``: 1 for a uniform row, n for a one-hot one. The summary
+    counts the positions where the chosen op has at least twice the uniform probability.
+    """
+    ratios = [max(p.values()) * len(p) for p in alpha_probs.values() if p]
+    if not ratios:
+        return {"positions": 0, "at_least_2x_uniform": 0, "median_ratio": None, "min_ratio": None}
+    ordered = sorted(ratios)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return {
+        "positions": len(ratios),
+        "at_least_2x_uniform": sum(r >= 2 for r in ratios),
+        "median_ratio": median,
+        "min_ratio": ordered[0],
+    }
+
+
 def export_result(module: HitDetLightningModule) -> SearchResult:
     """Argmax sample and metadata of a (finished or running) HitDet one-shot module."""
     module.prepare()
     sample = {str(k): v for k, v in module.export().items()}  # plain str keys (NNI's are a subclass)
+    settings = module.settings
+    budget: dict[str, Any] | None = None
     with torch.no_grad():
         probs = module.probs()
+        if settings.target_macs is not None and module.costs.available:
+            found = decode_within_budget(
+                probs, module.costs.macs, module.active(), settings.target_macs, settings.target_tolerance
+            )
+            names = {label: g[0].names for label, g in module.layers.items()}
+            sample = {label: names[label][i] for label, i in found.choice.items()}
+            budget = {
+                "target": settings.target_macs,
+                "tolerance": settings.target_tolerance,
+                "argmax_macs": found.argmax_macs,
+                "decoded_macs": found.macs,
+                "within_tolerance": found.within(settings.target_macs, settings.target_tolerance),
+                "switches": [
+                    {**sw, "from": str(names[str(sw["label"])][int(sw["from"])]),
+                     "to": str(names[str(sw["label"])][int(sw["to"])])}
+                    for sw in found.switches
+                ],
+            }
         onehot = {}
         for label, group in module.layers.items():
             p = torch.zeros_like(probs[label])
@@ -93,6 +134,9 @@ def export_result(module: HitDetLightningModule) -> SearchResult:
     metadata = {
         "strategy": "hitdet",
         "mode": module.settings.mode,
+        "decisiveness": decisiveness(alpha_probs),
+        "architecture_steps": {"planned": module.arch_steps_planned, "arc_learning_rate": module.arc_lr_used},
+        "budget_decode": budget,
         "sample": {label: _jsonable(v) for label, v in sample.items()},
         "alpha_probabilities": alpha_probs,
         "sub_spaces": searched,

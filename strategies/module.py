@@ -10,6 +10,7 @@ architecture optimiser is Adam over the alphas only.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from typing import Any
 
@@ -34,6 +35,7 @@ from strategies.penalty import (
     expected_macs,
     flops_penalty,
     group_components,
+    target_penalty,
     uniform_macs,
 )
 from strategies.screening import RemovalEvent, SubSpaces, kept_after_epoch
@@ -71,6 +73,11 @@ class HitDetLightningModule(DartsLightningModule):
         self._alphas: list[nn.Parameter] | None = None
         self._macs_on: dict[tuple[Any, Any], dict[str, torch.Tensor]] = {}
         self._nstep = 0
+        self._arch_progress = 0.0  # architecture epochs done (fractional), for the regulariser's burn-in
+        self._score_sums: dict[str, torch.Tensor] = {}  # this epoch's column scores, summed per arch step
+        self._score_steps = 0
+        self.arc_lr_used: float | None = None
+        self.arch_steps_planned: int | None = None
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -205,24 +212,36 @@ class HitDetLightningModule(DartsLightningModule):
 
     # -- the architecture objective ----------------------------------------------------------
 
+    def regulariser_on(self) -> bool:
+        """Screening's regulariser acts after ``reg_burn_in`` architecture epochs (fractional)."""
+        return self._arch_progress >= self.settings.reg_burn_in
+
     def arch_terms(self, probs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The penalty and regulariser terms for the current probabilities (differentiable)."""
+        s = self.settings
         terms: dict[str, torch.Tensor] = {}
-        if self.settings.lam > 0 and self.costs.available:
+        if s.lam > 0 and self.costs.available:
             first = next(iter(probs.values()))
             macs = self.macs_on(first.device, first.dtype)
-            terms["penalty"] = self.settings.lam * flops_penalty(probs, macs, self.reference_macs)
+            if s.target_macs is not None:
+                terms["penalty"] = s.lam * target_penalty(probs, macs, s.target_macs)
+            else:
+                terms["penalty"] = s.lam * flops_penalty(probs, macs, self.reference_macs)
         screened = self._screened()
-        if screened and self.settings.mu > 0:
+        if screened and s.mu > 0 and self.regulariser_on():
             reg = None
+            active = self.active()
             for c in screened:
                 comp = self.components[c]
                 mat = comp.matrix(probs)
-                cols = comp.presence(self.active()).any(0).to(mat.device)
-                r = column_regulariser(mat, cols, self.settings.regulariser)
+                presence = comp.presence(active).to(mat.device)
+                r = column_regulariser(
+                    mat, presence.any(0), s.regulariser, presence=presence,
+                    temperature=s.softmin_temperature, p=s.group_p,
+                )
                 reg = r if reg is None else reg + r
             if reg is not None:
-                terms["regulariser"] = self.settings.mu * reg
+                terms["regulariser"] = s.mu * reg
         return terms
 
     def training_step(self, batch: Any, batch_idx: int) -> Any:
@@ -231,6 +250,9 @@ class HitDetLightningModule(DartsLightningModule):
         logs_: dict[str, Any] = {}
 
         if self._arch_on():
+            nb = self.trainer.num_training_batches
+            per_epoch = nb if isinstance(nb, int) and nb > 0 else 1
+            self._arch_progress = self.trainer.current_epoch - self.settings.arch_start_epoch + batch_idx / per_epoch
             arc_optim = self.architecture_optimizers()
             weights = self.weight_parameters() if self.settings.freeze_weights_in_arch_step else []
             for p in weights:
@@ -248,6 +270,7 @@ class HitDetLightningModule(DartsLightningModule):
             finally:
                 for p in weights:
                     p.requires_grad_(True)
+            self._accumulate_scores()
             logs_["search/loss_arch"] = arc_loss.detach()
             logs_.update({f"search/{k}": v.detach() for k, v in terms.items()})
 
@@ -293,30 +316,76 @@ class HitDetLightningModule(DartsLightningModule):
 
     # -- optimisers ---------------------------------------------------------------------------
 
+    def planned_arch_steps(self) -> int | None:
+        """Architecture steps the run will take (batches per epoch x epochs with α updates)."""
+        trainer = self._trainer
+        if trainer is None or not trainer.max_epochs or trainer.max_epochs < 1:
+            return None
+        total = trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            return None
+        per_epoch = total / trainer.max_epochs
+        return max(1, int(round(per_epoch * max(trainer.max_epochs - self.settings.arch_start_epoch, 0))))
+
     def configure_architecture_optimizers(self) -> torch.optim.Optimizer:
         params = self.arch_parameters()
         if not params:
             raise ValueError("No architecture parameters found. Nothing to search.")
         s = self.settings
-        return torch.optim.Adam(params, s.arc_learning_rate, betas=tuple(s.arc_betas), weight_decay=s.arc_weight_decay)
+        lr = s.arc_learning_rate
+        self.arch_steps_planned = self.planned_arch_steps()
+        if s.arch_travel is not None and self.arch_steps_planned:
+            lr = s.arch_travel / self.arch_steps_planned
+        self.arc_lr_used = lr
+        return torch.optim.Adam(params, lr, betas=tuple(s.arc_betas), weight_decay=s.arc_weight_decay)
 
     def on_train_epoch_start(self) -> None:
         self.prepare()
+        self._score_sums, self._score_steps = {}, 0
         # NNI's warm-up toggles requires_grad on the alphas; ours is done per step instead.
         return self.training_module.on_train_epoch_start()
 
     # -- screening ----------------------------------------------------------------------------
 
     def scores(self) -> dict[str, dict[str, float]]:
-        """Column score of every op still searched, per component."""
+        """Column score of every op still searched, per component, now (a snapshot)."""
         with torch.no_grad():
-            probs, active = self.probs(), self.active()
-            out = {}
-            for c, comp in self.components.items():
-                pres = comp.presence(active)
-                sc = column_scores(comp.matrix(probs), pres.to(torch.float64))
-                out[c] = {col: float(sc[i]) for i, col in enumerate(comp.columns) if bool(pres[:, i].any())}
+            return {c: {col: float(v) for col, v in sc.items()} for c, sc in self._score_tensors().items()}
+
+    def _score_tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+        probs, active = self.probs(), self.active()
+        out = {}
+        for c, comp in self.components.items():
+            pres = comp.presence(active)
+            sc = column_scores(comp.matrix(probs).detach().cpu().double(), pres.cpu())
+            out[c] = {col: sc[i] for i, col in enumerate(comp.columns) if bool(pres[:, i].any())}
         return out
+
+    def _accumulate_scores(self) -> None:
+        """Add this architecture step's column scores to the epoch's sums (``scoring="epoch_mean"``)."""
+        if not self.settings.screening or self.settings.scoring != "epoch_mean":
+            return
+        with torch.no_grad():
+            for c, sc in self._score_tensors().items():
+                for col, v in sc.items():
+                    key = f"{c}\0{col}"
+                    self._score_sums[key] = self._score_sums.get(key, 0.0) + v
+        self._score_steps += 1
+
+    def epoch_scores(self) -> dict[str, dict[str, float]]:
+        """The scores screening ranks on: this epoch's mean over its architecture steps, or a snapshot.
+
+        Each architecture step moves α by a noisy minibatch gradient, so the end-of-epoch
+        snapshot carries the last few batches' noise; the mean over the epoch does not.
+        """
+        now = self.scores()
+        if self.settings.scoring != "epoch_mean" or self._score_steps == 0:
+            return now
+        n = self._score_steps
+        return {
+            c: {col: float(self._score_sums.get(f"{c}\0{col}", v * n)) / n for col, v in sc.items()}
+            for c, sc in now.items()
+        }
 
     def drop_op(self, component: str, op: str, score: float) -> bool:
         """Remove ``op`` from every layer of ``component``; free it in the weight optimiser too."""
@@ -359,7 +428,7 @@ class HitDetLightningModule(DartsLightningModule):
         epochs = self.trainer.max_epochs if self._trainer is not None else None
         epochs = epochs if epochs is not None and epochs > 0 else None
         epoch = int(self.trainer.current_epoch) if self._trainer is not None else 0
-        scores = self.scores()
+        scores = self.epoch_scores()
         for c in self._screened():
             n0 = len(self.initial_columns[c])
             target = (
@@ -403,7 +472,8 @@ class HitDetLightningModule(DartsLightningModule):
     def on_train_epoch_end(self) -> None:
         self.check_ranks_agree()  # before screening, which acts on α
         self.history.append(
-            {"epoch": int(self.trainer.current_epoch), "step": int(self.trainer.global_step), "scores": self.scores()}
+            {"epoch": int(self.trainer.current_epoch), "step": int(self.trainer.global_step),
+             "scores": self.epoch_scores()}
         )
         if self.settings.screening and self._arch_on():
             self.screen()
@@ -465,7 +535,7 @@ class HitDetLightningModule(DartsLightningModule):
 
     def sub_spaces(self) -> SubSpaces:
         """The screening result (kept ops by score, highest first; removal order)."""
-        scores = self.scores()
+        scores = self.epoch_scores()
         kept = {c: [op for op, _ in sorted(s.items(), key=lambda kv: -kv[1])] for c, s in scores.items()}
         all_scores: dict[str, dict[str, float]] = {c: dict(s) for c, s in scores.items()}
         removed: dict[str, list[RemovalEvent]] = {c: [] for c in kept}

@@ -28,6 +28,7 @@ from nni.nas.oneshot.pytorch.supermodule.operation import NATIVE_MIXED_OPERATION
 from torch.utils.data import DataLoader, IterableDataset, RandomSampler, Subset
 
 from strategies.export import SearchResult, export_result
+from strategies.guards import apply_guards
 from strategies.mixed import HitDetMixedLayer, component_of
 from strategies.module import HitDetLightningModule
 from strategies.screening import SubSpaces, load_subspaces
@@ -37,79 +38,63 @@ from strategies.settings import SearchSettings
 class HitDetStrategy(DARTS):
     """Hit-Detector search (paper Sec. 3.2-3.4) as an NNI one-shot strategy.
 
-    Parameters (paper values as defaults)
-    ----------
+    ``HitDetStrategy(mode="search", settings=None, **overrides)``: every setting is a field of
+    :class:`~strategies.settings.SearchSettings` (the paper's values, or our evidence's where
+    the paper is silent, as defaults; see its docstring); ``overrides`` replace fields of
+    ``settings``. The main ones:
+
     mode
         ``"search"``: end-to-end search with the FLOPs penalty (Eq. 6-7).
         ``"screen"``: column-sparse screening (Eq. 4) down to ``num_ops`` ops per component.
-    arc_learning_rate, arc_betas, arc_weight_decay
-        Adam for the alphas (lr 4e-4; betas and weight decay as in DARTS).
+    arc_learning_rate, arch_travel
+        Adam lr of the alphas (paper 4e-4), or the travel that sets it from the number of
+        architecture steps.
     arch_start_epoch
         First epoch (0-based) with architecture steps; before it only weights train (6 of 12).
-    penalty_lambda
-        Weight of the normalised FLOPs penalty; None = 0.01 in search mode, 0 when screening.
-    mu, regulariser
-        Weight and reading (``"min"``, the printed Eq. 4, or ``"group"``) of the regulariser.
-    num_ops
-        Ops kept per component by screening (8).
-    screen_components
-        Components screened (None = all at once; e.g. ``["backbone"]`` for one at a time;
-        the other components' alphas then stay fixed).
+    penalty_lambda, target_macs
+        Weight of the FLOPs penalty (None = 0.01 when searching, 0 when screening), and an
+        optional MACs budget of the searched positions to search towards.
+    mu, regulariser, num_ops, screen_components
+        Screening: weight and reading of the regulariser, ops kept per component, and the
+        components screened (None = all at once; the others' alphas then stay fixed).
     sub_spaces
         Restrict the space before searching: ``{component: [ops]}``, a :class:`SubSpaces`
         or the path of a screening JSON. Ops outside are removed from the supernet.
     data_split
         ``"half"``: weights and alphas train on two fixed halves of the training loader's
         dataset (even / odd indices); ``"train_val"``: NNI's way, alphas on the val loader.
-    freeze_weights_in_arch_step
-        Skip the weight gradients during the architecture step (they are discarded anyway).
+
+    Other keyword arguments go to NNI's ``DARTS``.
     """
 
     def __init__(
         self,
-        mode: str = "search",
+        mode: str | None = None,
         *,
-        arc_learning_rate: float = 4e-4,
-        arc_betas: tuple[float, float] = (0.5, 0.999),
-        arc_weight_decay: float = 1e-3,
-        arch_start_epoch: int = 6,
-        penalty_lambda: float | None = None,
-        mu: float = 0.1,
-        regulariser: str = "min",
-        num_ops: int = 8,
-        screen_components: Sequence[str] | None = None,
+        settings: SearchSettings | None = None,
         sub_spaces: Mapping[str, Sequence[str]] | SubSpaces | str | os.PathLike[str] | None = None,
-        data_split: str = "half",
-        gradient_clip_val: float | None = None,
-        freeze_weights_in_arch_step: bool = True,
-        log_heatmaps: bool = True,
-        **kwargs: Any,
+        **overrides: Any,
     ) -> None:
-        if kwargs.get("penalty") is not None:
+        if overrides.get("penalty") is not None:
             raise ValueError("HitDetStrategy has its own FLOPs penalty: use penalty_lambda, not penalty=")
-        kwargs.pop("penalty", None)
+        overrides.pop("penalty", None)
+        fields = set(SearchSettings.__dataclass_fields__) - {"sub_spaces"}
+        values = {k: overrides.pop(k) for k in list(overrides) if k in fields}
+        if mode is not None:
+            values["mode"] = mode
+        base: dict[str, Any] = {}
+        if settings is not None:
+            base = settings.to_dict()
+            base["penalty_lambda"] = settings.penalty_lambda  # None stays "the mode's default"
+        base.pop("sub_spaces", None)
+        subs = _normalise_subspaces(sub_spaces) if sub_spaces is not None else (settings.sub_spaces if settings else None)
+        self.settings = SearchSettings(**{**base, **values, "sub_spaces": subs})
+        s = self.settings
         super().__init__(
-            arc_learning_rate=arc_learning_rate,
-            gradient_clip_val=gradient_clip_val,
-            warmup_epochs=arch_start_epoch,
-            **kwargs,
-        )
-        self.settings = SearchSettings(
-            mode=mode,
-            arc_learning_rate=arc_learning_rate,
-            arc_betas=tuple(arc_betas),  # type: ignore[arg-type]
-            arc_weight_decay=arc_weight_decay,
-            arch_start_epoch=arch_start_epoch,
-            penalty_lambda=penalty_lambda,
-            mu=mu,
-            regulariser=regulariser,
-            num_ops=num_ops,
-            screen_components=screen_components,
-            data_split=data_split,
-            gradient_clip_val=gradient_clip_val,
-            freeze_weights_in_arch_step=freeze_weights_in_arch_step,
-            log_heatmaps=log_heatmaps,
-            sub_spaces=_normalise_subspaces(sub_spaces),
+            arc_learning_rate=s.arc_learning_rate,
+            gradient_clip_val=s.gradient_clip_val,
+            warmup_epochs=s.arch_start_epoch,
+            **overrides,
         )
 
     @classmethod
@@ -119,15 +104,14 @@ class HitDetStrategy(DARTS):
         Unknown keys raise ``TypeError`` naming them, so that a typo in a config is not ignored.
         """
         data = settings.to_dict() if isinstance(settings, SearchSettings) else dict(settings)
+        if isinstance(settings, SearchSettings):
+            data["penalty_lambda"] = settings.penalty_lambda
         data.update(overrides)
-        if data.get("penalty_lambda") is None:
-            data.pop("penalty_lambda", None)
         known = set(SearchSettings.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
             raise TypeError(f"unknown search setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        mode = data.pop("mode", "search")
-        return cls(mode, **data)
+        return cls(**data)
 
     # -- supernet -----------------------------------------------------------------------------
 
@@ -163,6 +147,9 @@ class HitDetStrategy(DARTS):
                 for n in list(m.active_names()):
                     if str(n) not in keep:
                         m.drop(n)
+        s = self.settings
+        if not s.bn_affine or s.skip_drop_prob > 0:
+            apply_guards((m for m in model.modules() if isinstance(m, HitDetMixedLayer)), s.bn_affine, s.skip_drop_prob)
         return model
 
     def configure_oneshot_module(self, training_module: Any) -> HitDetLightningModule:

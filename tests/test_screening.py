@@ -29,17 +29,37 @@ def test_schedule_removes_in_equal_portions_down_to_n() -> None:
 
 
 def test_regulariser_readings() -> None:
-    p = torch.tensor([[0.5, 0.3, 0.2], [0.6, 0.3, 0.1]])
+    p = torch.tensor([[0.5, 0.3, 0.2], [0.6, 0.3, 0.1]], dtype=torch.float64)
     cols = torch.ones(3, dtype=torch.bool)
     norms = p.pow(2).sum(0).sqrt()
-    assert column_regulariser(p, cols, "min").item() == pytest.approx(norms.min().item(), rel=1e-5)
-    assert column_regulariser(p, cols, "group").item() == pytest.approx(norms.sum().item(), rel=1e-5)
+    assert column_regulariser(p, cols, "min").item() == pytest.approx(norms.min().item(), rel=1e-6)
     # removed columns are ignored by the min
     assert column_regulariser(p, torch.tensor([True, True, False]), "min").item() == pytest.approx(norms[1].item())
-    # group lasso on rows summing to 1: >= sqrt(L), equality when all layers agree
-    same = torch.tensor([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]])
-    assert column_regulariser(same, cols, "group").item() == pytest.approx(math.sqrt(2), rel=1e-5)
-    assert column_regulariser(p, cols, "group").item() > math.sqrt(2)
+    # relative column norms: 1 for every op at uniform (two layers of 3 ops: ||(1/3, 1/3)|| = sqrt(2)/3)
+    s = norms / (math.sqrt(2) / 3)
+    tau = 0.1
+    softmin = -tau * math.log(sum(math.exp(-v / tau) for v in s.tolist()) / 3)
+    assert column_regulariser(p, cols, "softmin", temperature=tau).item() == pytest.approx(softmin, rel=1e-6)
+    assert column_regulariser(p, cols, "softmin", temperature=1e-4).item() == pytest.approx(s.min().item(), rel=1e-3)
+    assert column_regulariser(p, cols, "group", p=0.5).item() == pytest.approx(s.sqrt().mean().item(), rel=1e-6)
+    uniform = torch.full((2, 3), 1 / 3, dtype=torch.float64)
+    for reading in ("softmin", "group"):
+        assert column_regulariser(uniform, cols, reading).item() == pytest.approx(1.0)
+    # the L2,p norm with p < 1 sparsifies: all mass in one column scores below uniform ...
+    sparse = torch.tensor([[1.0, 0, 0], [1.0, 0, 0]], dtype=torch.float64)
+    assert column_regulariser(sparse, cols, "group", p=0.5).item() == pytest.approx(3**-0.5, abs=2e-3)  # eps at 0
+    # ... while at p = 1 (the group lasso) every matrix whose layers agree scores the same
+    same = torch.tensor([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]], dtype=torch.float64)
+    assert column_regulariser(same, cols, "group", p=1.0).item() == pytest.approx(1.0)
+    assert column_regulariser(sparse, cols, "group", p=1.0).item() == pytest.approx(1.0)
+    # the smooth readings send gradient to every column, the weakest the most; "min" to one column only
+    for reading, nonzero in (("min", 1), ("softmin", 3), ("group", 3)):
+        q = p.clone().requires_grad_(True)
+        column_regulariser(q, cols, reading).backward()
+        col_grad = q.grad.abs().sum(0)
+        assert int((col_grad > 1e-12).sum()) == nonzero, reading
+        if nonzero == 3:
+            assert int(col_grad.argmax()) == int(norms.argmin()), reading
     scores = column_scores(p, torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.float64).bool())
     assert scores.tolist() == pytest.approx([0.55, 0.3, 0.2])
     with pytest.raises(ValueError):
