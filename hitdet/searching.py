@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -46,6 +47,9 @@ RECIPES: dict[str, dict[str, Any]] = {
         "train": {"epochs": 12, "schedule": "cosine", "base_lr": 0.04, "warmup_iters": 0},
     },
     "synth-cpu": {
+        # The CPU-scale space (search_spaces.structure.CPU_STRUCTURE) at its own width, on 128-160 px images.
+        "structure": "cpu",
+        "num_rois": 100,  # head MACs priced at the test-time proposals, as the paper prices its 1000
         "train": {
             "epochs": 4,
             "batch_size": 4,
@@ -53,45 +57,50 @@ RECIPES: dict[str, dict[str, Any]] = {
             "schedule": "cosine",
             "warmup_iters": 20,
             "warmup_ratio": 0.1,
-            "width": 0.125,
+            "width": 1.0,
             "detector": {
                 "min_size": 128,
                 "max_size": 160,
                 "anchor_base": 16,
                 "rpn_pre_nms_top_n_train": 300,
                 "rpn_post_nms_top_n_train": 150,
-                "rpn_pre_nms_top_n_test": 150,
-                "rpn_post_nms_top_n_test": 50,
+                "rpn_pre_nms_top_n_test": 300,
+                "rpn_post_nms_top_n_test": 100,
                 "rpn_batch_size_per_image": 64,
                 "box_batch_size_per_image": 16,
             },
         },
-        "strategy": {"arch_start_epoch": 1, "arc_learning_rate": 0.01},
+        # α may travel as far as in the paper's search (Adam 4e-4 x ~11k COCO steps = 4.4 logits), however
+        # few architecture steps a CPU run has.
+        "strategy": {"arch_start_epoch": 1, "arch_travel": 4.4},
     },
 }
-
 
 @dataclass
 class SearchConfig:
     """One screening or search run: the weight training, the strategy, and the space."""
 
     detector: str = "faster_rcnn"  # or "retinanet": the one-stage variant (paper Table 6)
+    structure: str = "released"  # the space's shape: "released" (the paper's) or "cpu" (small images, CPU runs)
     train: TrainConfig = field(default_factory=TrainConfig)
     strategy: dict[str, Any] = field(default_factory=dict)  # strategies.SearchSettings fields
     ops: list[str] | dict[str, list[str]] | None = None  # screen: the pool to screen (default: all 32)
     sub_spaces: str = "all"  # search: "all", "paper-neck" or a sub-spaces JSON from hitdet screen
     input_size: list[int] | None = None  # (H, W) the FLOPs penalty prices ops at; default: training size
+    target_macs: float | None = None  # search towards this many MACs of the whole detector (at input_size, num_rois)
     num_rois: int | None = None  # RoIs the head's MACs scale with; default: RoIs sampled per image
     steps_per_epoch: int | None = None  # cap on batches per epoch (Lightning's limit_train_batches)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "detector": self.detector,
+            "structure": self.structure,
             "train": self.train.to_dict(),
             "strategy": dict(self.strategy),
             "ops": self.ops,
             "sub_spaces": self.sub_spaces,
             "input_size": self.input_size,
+            "target_macs": self.target_macs,
             "num_rois": self.num_rois,
             "steps_per_epoch": self.steps_per_epoch,
         }
@@ -179,6 +188,11 @@ def _check_top(key: str, value: Any, source: str) -> Any:
     if key == "detector":
         if value not in ("faster_rcnn", "retinanet"):
             raise UserError(f"{where}: expected 'faster_rcnn' or 'retinanet', got {value!r}")
+    elif key == "structure":
+        from search_spaces.structure import STRUCTURES
+
+        if value not in STRUCTURES:
+            raise UserError(f"{where}: expected one of {', '.join(STRUCTURES)}, got {value!r}")
     elif key == "sub_spaces":
         if not isinstance(value, str):
             raise UserError(f"{where}: expected 'all', 'paper-neck' or a sub-spaces JSON path, got {value!r}")
@@ -195,10 +209,46 @@ def _check_top(key: str, value: Any, source: str) -> Any:
     elif key == "input_size" and value is not None:
         if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)):
             raise UserError(f"{where}: expected [height, width], got {value!r}")
+    elif key == "target_macs" and value is not None:
+        value = parse_macs(value, where)
     elif key in ("num_rois", "steps_per_epoch") and value is not None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise UserError(f"{where}: expected a positive integer, got {value!r}")
     return value
+
+
+def parse_macs(value: Any, where: str = "target_macs") -> float:
+    """A MACs count: a number, or a string with a unit (``3.5G``, ``350M``, ``2e9``)."""
+    units = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    if isinstance(value, bool):
+        raise UserError(f"{where}: expected a MACs count such as 3.5G, got {value!r}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        text = str(value).strip().upper().removesuffix("MACS").strip()
+        unit = text[-1] if text and text[-1] in units else ""
+        try:
+            number = float(text[: len(text) - len(unit)]) * units[unit]
+        except ValueError:
+            raise UserError(f"{where}: expected a MACs count such as 3.5G or 350M, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise UserError(f"{where}: must be a positive MACs count, got {value!r}")
+    return number
+
+
+def fixed_macs(space: Any, structure: Any, settings: Any, detector_type: str) -> float:
+    """MACs of everything outside the searched positions (the same for every architecture of the space).
+
+    Whole-detector MACs (``search_spaces.costs.detector_cost``, as ``hitdet info`` counts) of
+    one sample, minus the searched positions' share from the space's own table.
+    """
+    from search_spaces.costs import detector_cost
+
+    table = space.candidate_macs()
+    sample = {label: next(iter(row)) for label, row in table.items()}
+    total = detector_cost(structure, sample, settings.num_classes, tuple(space.input_size),
+                          getattr(space, "num_rois", 1), detector_type)["total"].macs
+    return float(total - sum(table[label][op] for label, op in sample.items()))
 
 
 def _check_resume_config(out: Path, cfg: SearchConfig) -> None:
@@ -311,7 +361,7 @@ def run_search(
     from hitdet.training.module import DetectionModule
     from hitdet.training.runner import is_launched_child, last_good_checkpoint, load_datasets, recorded_data
     from search_spaces.detectors import DetectorSettings
-    from search_spaces.structure import DetectorStructure
+    from search_spaces.structure import STRUCTURES
 
     out = Path(out)
     ckpt_dir = out / "checkpoints"
@@ -331,7 +381,7 @@ def run_search(
     train_ds, _ = load_datasets(data_dir, train_cfg)
 
     pl.seed_everything(train_cfg.seed, verbose=False)  # the supernet's initial weights, too
-    structure = DetectorStructure()
+    structure = STRUCTURES[cfg.structure]
     if train_cfg.half_depth:
         structure = structure.half_depth()
     if train_cfg.width != 1.0:
@@ -348,6 +398,14 @@ def run_search(
         space = RetinaNetSpace(structure, ops, settings, input_size=input_size)
     else:
         space = TrinitySpace(structure, ops, settings, input_size=input_size, num_rois=num_rois)
+    if cfg.target_macs is not None:
+        if mode != "search":
+            raise UserError("target_macs: a MACs budget applies to the search, not to screening")
+        fixed = fixed_macs(space, structure, settings, cfg.detector)
+        if cfg.target_macs <= fixed:
+            raise UserError(f"target_macs: {cfg.target_macs / 1e9:.4g} G is not above the {fixed / 1e9:.4g} G MACs "
+                            f"that every detector of this space spends outside the searched positions")
+        settings_obj = dataclasses.replace(settings_obj, target_macs=cfg.target_macs - fixed)
     if backbone_weights is not None:
         from hitdet.pretrain.weights import load_backbone_weights
 
@@ -430,4 +488,14 @@ def run_search(
                                         detector_type=cfg.detector, metadata=metadata)
         summary["architecture"] = str(arch.save(out / "architecture.json"))
         summary["macs"] = result.metadata.get("macs", {})
+        from search_spaces.costs import detector_cost
+
+        cost = detector_cost(structure, arch.sample(), settings.num_classes, input_size, num_rois, cfg.detector)
+        summary["detector"] = {
+            "macs": cost["total"].macs, "params": cost["total"].params, "input_size": list(input_size),
+            "num_rois": num_rois, "target_macs": cfg.target_macs,
+            "chosen": {c: [op for label, op in arch.sample().items() if label.startswith(c + "/")]
+                       for c in COMPONENTS},
+            "decisiveness": result.metadata.get("decisiveness"),
+        }
     return summary

@@ -129,3 +129,21 @@ class DetectorStructure:
         if len(depths) != len(channels):
             raise ValueError(f"depths {depths} and channels {channels} must have the same length")
         return replace(self, stages=tuple(_stage(c, d) for c, d in zip(channels, depths, strict=True)))
+
+
+# A structure sized for CPU runs on small images (the demo, the tests' end-to-end runs and the
+# search-vs-random harness): the released depths (4+4+8+4 searched blocks), but widths chosen so
+# that every detector of the space can be competitive, not the released widths divided by 8
+# (which left 8 channels in stage 1, a 32-channel neck and a 64-wide fc: a space of starved
+# detectors). Four stages of 16..64 channels with no wide tail, a 64-channel neck and a 256-wide fc,
+# the proportions of a plain hand-made small Faster R-CNN (MobileNetV2-style stages + FPN-lite).
+CPU_STRUCTURE = DetectorStructure(
+    stem=FixedLayer("conv_k3", 16, 2),
+    stages=(_stage(16, 4), _stage(32, 4), _stage(48, 8), _stage(64, 4)),
+    tail=(),
+    neck_channels=64,
+    fc_channels=256,
+)
+
+# Named structures a search config can pick (``structure: cpu``).
+STRUCTURES: dict[str, DetectorStructure] = {"released": DetectorStructure(), "cpu": CPU_STRUCTURE}

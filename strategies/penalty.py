@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import torch
 
 from strategies.mixed import component_of
-
 from strategies.settings import REGULARISERS
 
 PERCENT = 100.0

@@ -87,7 +87,9 @@ class HitDetStrategy(DARTS):
             base = settings.to_dict()
             base["penalty_lambda"] = settings.penalty_lambda  # None stays "the mode's default"
         base.pop("sub_spaces", None)
-        subs = _normalise_subspaces(sub_spaces) if sub_spaces is not None else (settings.sub_spaces if settings else None)
+        subs = settings.sub_spaces if settings is not None else None
+        if sub_spaces is not None:
+            subs = _normalise_subspaces(sub_spaces)
         self.settings = SearchSettings(**{**base, **values, "sub_spaces": subs})
         s = self.settings
         super().__init__(

@@ -93,3 +93,48 @@ def test_screen_bad_input_is_one_line_exit_2(tmp_path, args, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
     assert not run.exists()
+
+
+def test_search_towards_a_macs_target_via_cli(demo, tmp_path, capsys):
+    """`hitdet search --target-macs` lands within 10 % of the whole detector's budget and prints it."""
+    from search_spaces.costs import detector_cost
+    from search_spaces.positions import detector_positions
+    from search_spaces.structure import STRUCTURES
+
+    out, _ = demo
+    structure = STRUCTURES["cpu"].scaled(0.0625)
+    input_size, rois, ops = (64, 96), 100, ["sep_k3", "skip", "conv_k3", "ir_k3_e6"]
+    # the cheapest and dearest detectors of this space, counted independently of the search
+    positions = detector_positions(structure, input_size, rois)
+    cheap = {p.label: min(ops, key=p.macs) for p in positions}
+    dear = {p.label: max(ops, key=p.macs) for p in positions}
+    low, high = (detector_cost(structure, s, 5, input_size, rois)["total"].macs for s in (cheap, dear))
+    target = (low + high) / 2
+    run = tmp_path / "budget"
+    code = main(["search", "--data", str(out / "data"), "--out", str(run), "--config", "synth-cpu", "--epochs", "1",
+                 "--no-progress", "--target-macs", f"{target / 1e6:.6f}M", *[f"--set={s}" for s in TINY],
+                 "--set", f"sub_spaces={write_ops(tmp_path, ops)}"])
+    assert code == 0
+    arch = load_architecture(run / "architecture.json")
+    macs = detector_cost(structure, arch.sample(), 5, input_size, rois)["total"].macs
+    assert abs(macs - target) <= 0.1 * target, (macs, target)
+    printed = capsys.readouterr().out
+    assert f"{macs / 1e9:.4g} G" in printed and f"target {target / 1e9:.4g} G" in printed
+    assert "decisive" in printed
+
+
+def write_ops(folder, ops):
+    from strategies import SubSpaces
+
+    return str(SubSpaces({c: list(ops) for c in ("backbone", "neck", "head")}).save(folder / "subspaces.json"))
+
+
+def test_macs_counts_parse_with_units():
+    from hitdet.errors import UserError
+    from hitdet.searching import parse_macs
+
+    assert parse_macs("3.5G") == 3.5e9 and parse_macs("350M") == 3.5e8 and parse_macs(2e9) == 2e9
+    assert parse_macs("1.5 GMACs") == 1.5e9
+    for bad in ("abc", "-1G", 0, "nanG", True):
+        with pytest.raises(UserError, match="target_macs"):
+            parse_macs(bad)

@@ -50,8 +50,8 @@ def test_regulariser_readings() -> None:
     assert column_regulariser(sparse, cols, "group", p=0.5).item() == pytest.approx(3**-0.5, abs=2e-3)  # eps at 0
     # ... while at p = 1 (the group lasso) every matrix whose layers agree scores the same
     same = torch.tensor([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]], dtype=torch.float64)
-    assert column_regulariser(same, cols, "group", p=1.0).item() == pytest.approx(1.0)
-    assert column_regulariser(sparse, cols, "group", p=1.0).item() == pytest.approx(1.0)
+    assert column_regulariser(same, cols, "group", p=1.0).item() == pytest.approx(1.0, abs=1e-5)
+    assert column_regulariser(sparse, cols, "group", p=1.0).item() == pytest.approx(1.0, abs=1e-5)
     # the smooth readings send gradient to every column, the weakest the most; "min" to one column only
     for reading, nonzero in (("min", 1), ("softmin", 3), ("group", 3)):
         q = p.clone().requires_grad_(True)

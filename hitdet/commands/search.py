@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(search)
     search.add_argument("--sub-spaces", help="subspaces.json from hitdet screen, 'paper-neck' or 'all' (default)")
     search.add_argument("--lambda", dest="lam", type=float, help="weight of the FLOPs penalty (default 0.01)")
+    search.add_argument("--target-macs", help="search towards a MACs budget of the whole detector, e.g. 3.5G "
+                        "(counted as hitdet info does, at the priced input size and RoI count)")
     search.set_defaults(func=run, mode="search")
 
 
@@ -55,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"sub_spaces={args.sub_spaces}")
         if args.lam is not None:
             overrides.append(f"strategy.penalty_lambda={args.lam}")
+        if args.target_macs is not None:
+            overrides.append(f"target_macs={args.target_macs}")
     config = args.config
     if args.resume and config is None and (Path(args.out) / "config.yaml").is_file():
         config = Path(args.out) / "config.yaml"  # a resumed run keeps the settings it started with
@@ -75,5 +79,22 @@ def run(args: argparse.Namespace) -> int:
             print(f"{comp:<9} kept {len(ops)}: {', '.join(ops)}")
         print(f"sub spaces: {summary['sub_spaces']}")
     else:
+        print(format_search_summary(summary["detector"]))
         print(f"architecture: {summary['architecture']}")
     return 0
+
+
+def format_search_summary(det: dict) -> str:
+    """The chosen ops per component, the detector's parameters and MACs (next to the target), α's decisiveness."""
+    lines = [f"{comp:<9} {' '.join(ops)}" for comp, ops in det["chosen"].items() if ops]
+    h, w = det["input_size"]
+    macs = f"MACs      {det['macs'] / 1e9:.4g} G ({h}x{w} input, {det['num_rois']} RoIs; multiply-accumulates)"
+    if det.get("target_macs"):
+        target = det["target_macs"]
+        macs += f"; target {target / 1e9:.4g} G ({100 * (det['macs'] - target) / target:+.1f} %)"
+    lines += [macs, f"params    {det['params'] / 1e6:.3f} M"]
+    d = det.get("decisiveness") or {}
+    if d.get("positions"):
+        lines.append(f"decisive  the chosen op has >= 2x the uniform probability at {d['at_least_2x_uniform']} of "
+                     f"{d['positions']} positions (median {d['median_ratio']:.2f}x)")
+    return "\n".join(lines)
