@@ -30,12 +30,18 @@ warnings.filterwarnings("ignore")
 import screening_toy as toy  # noqa: E402
 import torch  # noqa: E402
 
+NO_GUARD = dict(skip_drop_prob=0.0)
 VARIANTS = {
-    "min (Eq. 4 as printed), snapshot, no burn-in": dict(regulariser="min", scoring="snapshot", reg_burn_in=0.0),
-    "min, epoch mean, burn-in 0.5": dict(regulariser="min"),
-    "softmin tau=0.1, epoch mean, burn-in 0.5": dict(regulariser="softmin"),
-    "group L2,p p=0.5, epoch mean, burn-in 0.5": dict(regulariser="group"),
-    "mu = 0 (no regulariser), epoch mean": dict(mu=0.0),
+    "min (Eq. 4 as printed), snapshot, no burn-in": dict(regulariser="min", scoring="snapshot", reg_burn_in=0.0,
+                                                          **NO_GUARD),
+    "mu = 0 (no regulariser), epoch mean": dict(mu=0.0, **NO_GUARD),
+    "min, epoch mean, burn-in 0.5": dict(regulariser="min", **NO_GUARD),
+    "softmin tau=0.1, epoch mean, burn-in 0.5": dict(regulariser="softmin", **NO_GUARD),
+    "group L2,p p=0.5, epoch mean, burn-in 0.5": dict(regulariser="group", **NO_GUARD),
+    "min, epoch mean, burn-in 0.5, skip drop-path 0.3": dict(regulariser="min", skip_drop_prob=0.3),
+    "softmin, epoch mean, burn-in 0.5, skip drop-path 0.3": dict(regulariser="softmin", skip_drop_prob=0.3),
+    "softmin, ..., skip drop-path 0.3, non-affine BN": dict(regulariser="softmin", skip_drop_prob=0.3,
+                                                            bn_affine=False),
 }
 
 

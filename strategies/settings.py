@@ -57,7 +57,8 @@ class SearchSettings:
     Known DARTS failure modes: ``bn_affine=False`` makes the BatchNorms inside candidate ops
     non-affine during the search (as DARTS does; retraining always uses affine BN), and
     ``skip_drop_prob`` drops the ``skip`` candidate's output per sample with that probability
-    during the search (drop-path against skip taking over).
+    during the search (drop-path against skip taking over; None = 0.3 when screening, 0 when
+    searching, see :attr:`skip_drop`).
     """
 
     mode: str = "search"
@@ -78,7 +79,7 @@ class SearchSettings:
     num_ops: int = 8
     screen_components: Sequence[str] | None = None
     bn_affine: bool = True
-    skip_drop_prob: float = 0.0
+    skip_drop_prob: float | None = None
     data_split: str = "half"
     gradient_clip_val: float | None = None
     freeze_weights_in_arch_step: bool = True
@@ -110,8 +111,9 @@ class SearchSettings:
             raise ValueError(f"group_p must be in (0, 1], got {self.group_p!r}")
         if not (isinstance(self.target_tolerance, (int, float)) and 0 < self.target_tolerance < 1):
             raise ValueError(f"target_tolerance must be in (0, 1), got {self.target_tolerance!r}")
-        if not (isinstance(self.skip_drop_prob, (int, float)) and 0 <= self.skip_drop_prob < 1):
-            raise ValueError(f"skip_drop_prob must be in [0, 1), got {self.skip_drop_prob!r}")
+        p = self.skip_drop_prob
+        if p is not None and not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p < 1):
+            raise ValueError(f"skip_drop_prob must be in [0, 1), got {p!r}")
         betas = tuple(self.arc_betas)
         if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
             raise ValueError(f"arc_betas must be two numbers in [0, 1), got {self.arc_betas!r}")
@@ -127,12 +129,25 @@ class SearchSettings:
         return 0.01 if self.mode == "search" else 0.0
 
     @property
+    def skip_drop(self) -> float:
+        """The drop-path probability of ``skip`` actually used: None means 0.3 when screening, 0 when searching.
+
+        Screening decides which ops exist at all, and there a ``skip`` that wins on training
+        speed crowded out better ops (toy screen, README); in the search a cheap ``skip`` is a
+        legitimate answer to the FLOPs penalty, so it is not handicapped there by default.
+        """
+        if self.skip_drop_prob is not None:
+            return float(self.skip_drop_prob)
+        return 0.3 if self.mode == "screen" else 0.0
+
+    @property
     def screening(self) -> bool:
         return self.mode == "screen"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["penalty_lambda"] = self.lam
+        d["skip_drop_prob"] = self.skip_drop
         d["arc_betas"] = list(self.arc_betas)
         d["screen_components"] = list(self.screen_components) if self.screen_components is not None else None
         return d

@@ -86,6 +86,7 @@ class HitDetStrategy(DARTS):
         if settings is not None:
             base = settings.to_dict()
             base["penalty_lambda"] = settings.penalty_lambda  # None stays "the mode's default"
+            base["skip_drop_prob"] = settings.skip_drop_prob
         base.pop("sub_spaces", None)
         subs = settings.sub_spaces if settings is not None else None
         if sub_spaces is not None:
@@ -108,6 +109,7 @@ class HitDetStrategy(DARTS):
         data = settings.to_dict() if isinstance(settings, SearchSettings) else dict(settings)
         if isinstance(settings, SearchSettings):
             data["penalty_lambda"] = settings.penalty_lambda
+            data["skip_drop_prob"] = settings.skip_drop_prob
         data.update(overrides)
         known = set(SearchSettings.__dataclass_fields__)
         unknown = sorted(set(data) - known)
@@ -150,8 +152,8 @@ class HitDetStrategy(DARTS):
                     if str(n) not in keep:
                         m.drop(n)
         s = self.settings
-        if not s.bn_affine or s.skip_drop_prob > 0:
-            apply_guards((m for m in model.modules() if isinstance(m, HitDetMixedLayer)), s.bn_affine, s.skip_drop_prob)
+        if not s.bn_affine or s.skip_drop > 0:
+            apply_guards((m for m in model.modules() if isinstance(m, HitDetMixedLayer)), s.bn_affine, s.skip_drop)
         return model
 
     def configure_oneshot_module(self, training_module: Any) -> HitDetLightningModule:
