@@ -18,7 +18,7 @@ from hitdet.errors import UserError
 from hitdet.search_evidence import kendall_tau_b, label_choices, mac_matched_samples
 from search_spaces.costs import detector_cost
 from search_spaces.ops import OP_NAMES
-from tests.helpers import TINY
+from tests.helpers import SETTINGS, TINY
 
 # ----------------------------------------------------------------------------- Kendall tau-b
 
@@ -86,6 +86,55 @@ def test_mac_matched_samples_flag_the_closest_when_nothing_matches() -> None:
     labels = list(choices)
     draws = [{lb: choices[lb][rng_b.integers(len(choices[lb]))] for lb in labels} for _ in range(tries)]
     assert samples[0].macs == pytest.approx(min(_macs(d) for d in draws))
+
+
+# ----------------------------------------------------------------------------- inherited weights
+
+
+def test_search_supernet_loads_its_checkpoint_and_fix_path_runs_only_the_sample(tmp_path: Path) -> None:
+    import copy
+
+    from hitdet.search_evidence import CHECKPOINT_PREFIX, fix_path, load_search_supernet
+    from search_spaces import TrinitySpace
+    from strategies import HitDetStrategy
+    from strategies.mixed import HitDetMixedLayer
+
+    torch.manual_seed(0)
+    net = HitDetStrategy("search", sub_spaces=SUB).mutate_model(TrinitySpace(TINY, SUB, SETTINGS))
+    layers = [m for m in net.modules() if isinstance(m, HitDetMixedLayer)]
+    for m in layers:  # as if the run had removed an op at every backbone position
+        if str(m.label).startswith("backbone/"):
+            m.drop("skip")
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.1)  # weights a freshly built supernet does not have
+    ckpt = {"state_dict": {CHECKPOINT_PREFIX + k: v for k, v in net.state_dict().items()},
+            "hitdet_strategy": {"active": {str(m.label): m.active_mask.tolist() for m in layers}}}
+    torch.save(ckpt, tmp_path / "last.ckpt")
+    loaded = load_search_supernet(TINY, SETTINGS, SUB, tmp_path / "last.ckpt")
+    saved, got = net.state_dict(), loaded.state_dict()
+    assert list(saved) == list(got) and all(torch.equal(saved[k], got[k]) for k in saved)
+
+    rng = np.random.default_rng(1)
+    sample = {str(m.label): m.active_names()[rng.integers(len(m.active_names()))] for m in layers}
+    fixed = fix_path(loaded, sample)
+    for m in fixed.modules():
+        if isinstance(m, HitDetMixedLayer):
+            assert m.active_names() == [sample[str(m.label)]]
+    assert len([m for m in loaded.modules() if isinstance(m, HitDetMixedLayer) and len(m.active_names()) > 1])
+    # the same path by α alone: the chosen op's logit far above the others gives softmax weights 1 and 0
+    forced = copy.deepcopy(loaded)
+    with torch.no_grad():
+        for m in forced.modules():
+            if isinstance(m, HitDetMixedLayer):
+                m._arch_alpha.fill_(-1e4)
+                m._arch_alpha[m.names.index(sample[str(m.label)])] = 0.0
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        a, b = fixed.eval().backbone(x), forced.eval().backbone(x)
+    assert list(a) == list(b)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
 
 
 # ----------------------------------------------------------------------------- the hand-made baseline
