@@ -358,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, default=0.15, help="MACs tolerance of the random samples (0.15)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    import pytorch_lightning  # noqa: F401  (it sets its loggers' level on import: quieten them after)
+
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):  # per-row start-up chatter
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
