@@ -300,8 +300,19 @@ class Harness:
             "seconds": timings,
             "rows": rows,
         }
-        write_json_atomic(folder / "summary.json", summary)
+        write_json_atomic(folder / "summary.json", _json_safe(summary))
         return summary
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (e.g. tau of constant APs) as null, so that report.json is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _f(v: float, digits: int = 3) -> str:
@@ -382,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/search_vs_random.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = report_markdown(summaries, command.strip())
     write_text_atomic(harness.out / "report.md", text)
-    write_json_atomic(harness.out / "report.json", {"command": command.strip(), "datasets": summaries})
+    write_json_atomic(harness.out / "report.json", _json_safe({"command": command.strip(), "datasets": summaries}))
     print("\n" + text)
     return 0
 
