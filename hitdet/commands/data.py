@@ -11,11 +11,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="datasets: write the built-in synthetic dataset, check a COCO folder")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(p))
     dsub.required = True
-    s = dsub.add_parser("synth", help="write the synthetic shapes dataset (COCO format, train + val)")
+    s = dsub.add_parser("synth", help="write a synthetic detection dataset (COCO format, train + val)")
     s.add_argument("--out", required=True, help="output folder (must not exist or be empty, unless --force)")
     s.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same files (default 0)")
     s.add_argument("--train", type=int, default=320, metavar="N", help="training images (default 320)")
     s.add_argument("--val", type=int, default=80, metavar="N", help="validation images (default 80)")
+    s.add_argument("--style", default="shapes", choices=["shapes", "glyphs"],
+                   help="shapes (default: 4 classes, colour leans to class) or glyphs (7 classes, colour "
+                        "independent of class, other backgrounds and sizes)")
     s.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     s.set_defaults(func=run_synth)
     c = dsub.add_parser("check", help="read a COCO-layout dataset folder and report what training will see")
@@ -34,8 +37,9 @@ def run_synth(args: argparse.Namespace) -> int:
 
     if args.train < 1 or args.val < 1:
         raise UserError(f"--train/--val: need at least one image each, got {args.train}/{args.val}")
-    out = write_synthetic(args.out, SynthSpec(num_train=args.train, num_val=args.val, seed=args.seed), force=args.force)
-    print(f"wrote {args.train} train + {args.val} val images to {out} (seed {args.seed})")
+    spec = SynthSpec(num_train=args.train, num_val=args.val, seed=args.seed, style=args.style)
+    out = write_synthetic(args.out, spec, force=args.force)
+    print(f"wrote {args.train} train + {args.val} val {args.style} images to {out} (seed {args.seed})")
     return 0
 
 

@@ -7,6 +7,15 @@ to exercise what real COCO files need: non-contiguous category ids, boxes in COC
 medium and large area ranges, overlapping objects, images without objects and three image
 aspect ratios (so the aspect-ratio batch sampler has groups to form).
 
+Two styles, with different statistics, so that a result can be checked on a second dataset:
+
+- ``shapes`` (default): four shape classes (ids 2, 5, 9, 14), colours that lean towards each
+  class, textured backgrounds, about 35 % small / 50 % medium / 15 % large boxes;
+- ``glyphs``: seven outline-and-fill glyph classes (ids 3, 4, 7, 11, 16, 21, 30) whose colour
+  is drawn independently of the class (only the shape tells the class), on gradients with soft
+  blobs or on checkerboards, more and smaller objects (about 55 % small / 40 % medium / 5 %
+  large, up to 6 per image), other image sizes.
+
 Layout written (the same as COCO's, with ``train``/``val`` split names)::
 
     DIR/annotations/instances_train.json   DIR/train/000000.png ...
@@ -44,6 +53,28 @@ IMAGE_SIZES: tuple[tuple[int, int], ...] = ((128, 128), (160, 120), (120, 160))
 _SIDE_RANGES = {"small": (8.0, 30.0), "medium": (33.0, 90.0), "large": (100.0, 118.0)}
 _SIZE_PROBS = {"small": 0.35, "medium": 0.5, "large": 0.15}
 SPLITS = ("train", "val")
+STYLES = ("shapes", "glyphs")
+
+# The "glyphs" style: other classes, ids, sizes and colour statistics than "shapes".
+GLYPH_CATEGORIES: tuple[dict[str, Any], ...] = (
+    {"id": 3, "name": "ring", "supercategory": "glyph"},
+    {"id": 4, "name": "star", "supercategory": "glyph"},
+    {"id": 7, "name": "diamond", "supercategory": "glyph"},
+    {"id": 11, "name": "bar", "supercategory": "glyph"},
+    {"id": 16, "name": "chevron", "supercategory": "glyph"},
+    {"id": 21, "name": "ellipse", "supercategory": "glyph"},
+    {"id": 30, "name": "hexagon", "supercategory": "glyph"},
+)
+GLYPH_IMAGE_SIZES: tuple[tuple[int, int], ...] = ((144, 112), (112, 144), (136, 136))
+_GLYPH_SIDE_RANGES = {"small": (10.0, 30.0), "medium": (33.0, 80.0), "large": (98.0, 108.0)}
+_GLYPH_SIZE_PROBS = {"small": 0.55, "medium": 0.4, "large": 0.05}
+
+
+def style_categories(style: str) -> tuple[dict[str, Any], ...]:
+    """The categories a style writes (ids and names)."""
+    if style not in STYLES:
+        raise UserError(f"synthetic dataset: unknown style {style!r} (known: {', '.join(STYLES)})")
+    return CATEGORIES if style == "shapes" else GLYPH_CATEGORIES
 
 
 @dataclass(frozen=True)
@@ -54,7 +85,8 @@ class SynthSpec:
     num_val: int = 80
     seed: int = 0
     empty_fraction: float = 0.05
-    max_objects: int = 4
+    max_objects: int = 4  # the glyphs style draws up to max_objects + 2
+    style: str = "shapes"  # or "glyphs": another dataset with other statistics (see the module docstring)
 
 
 def split_paths(root: str | os.PathLike[str], split: str) -> tuple[Path, Path]:
@@ -135,6 +167,91 @@ def _image(rng: np.random.Generator, spec: SynthSpec) -> tuple[Image.Image, list
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)), objects
 
 
+def _glyph_background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    """A linear colour gradient with soft blobs, or a checkerboard of two random colours."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if rng.random() < 0.5:
+        angle = rng.uniform(0, 2 * np.pi)
+        t = (xx * np.cos(angle) + yy * np.sin(angle)) / max(w, h)
+        t = (t - t.min()) / max(1e-6, float(t.max() - t.min()))
+        a, b = rng.uniform(0.1, 0.9, size=3), rng.uniform(0.1, 0.9, size=3)
+        img = a[None, None, :] * (1 - t[..., None]) + b[None, None, :] * t[..., None]
+        for _ in range(int(rng.integers(2, 7))):
+            cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(8, 40)
+            blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))[..., None]
+            img = img * (1 - 0.6 * blob) + 0.6 * blob * rng.uniform(0, 1, size=3)[None, None, :]
+    else:
+        cell = int(rng.integers(6, 20))
+        check = ((xx // cell + yy // cell) % 2)[..., None]
+        a, b = rng.uniform(0.15, 0.85, size=3), rng.uniform(0.15, 0.85, size=3)
+        img = a[None, None, :] * (1 - check) + b[None, None, :] * check
+    return np.clip(img * 255, 0, 255).astype(np.uint8)
+
+
+def _glyph_colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    """Any hue, whatever the class: the class is told by the shape alone."""
+    r, g, b = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0))
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _draw_glyph(draw: ImageDraw.ImageDraw, cat_id: int, box: tuple[int, int, int, int],
+                fill: tuple[int, int, int]) -> None:
+    x0, y0, x1, y1 = box
+    xe, ye = x1 - 1, y1 - 1
+    cx, cy = (x0 + xe) / 2, (y0 + ye) / 2
+    rx, ry = (xe - x0) / 2, (ye - y0) / 2
+    edge = tuple(255 - c for c in fill)  # a contrasting outline: shape, not colour, separates classes
+    line = max(1, int(min(x1 - x0, y1 - y0) // 8))
+    if cat_id == 3:  # ring: a hollow ellipse
+        draw.ellipse((x0, y0, xe, ye), outline=fill, width=max(2, int(min(x1 - x0, y1 - y0) // 5)))
+    elif cat_id == 4:  # star: five points
+        pts = []
+        for k in range(10):
+            ang = -np.pi / 2 + k * np.pi / 5
+            f = 1.0 if k % 2 == 0 else 0.42
+            pts.append((cx + f * rx * np.cos(ang), cy + f * ry * np.sin(ang)))
+        draw.polygon(pts, fill=fill, outline=edge)
+    elif cat_id == 7:  # diamond
+        draw.polygon([(cx, y0), (xe, cy), (cx, ye), (x0, cy)], fill=fill, outline=edge)
+    elif cat_id == 11:  # bar: a thick diagonal stroke corner to corner
+        draw.line([(x0, y0), (xe, ye)], fill=fill, width=max(2, int(min(x1 - x0, y1 - y0) // 3)))
+    elif cat_id == 16:  # chevron: a thick V
+        draw.line([(x0, y0), (cx, ye), (xe, y0)], fill=fill, width=max(2, int(min(x1 - x0, y1 - y0) // 4)),
+                  joint="curve")
+    elif cat_id == 21:  # ellipse: filled, with an outline
+        draw.ellipse((x0, y0, xe, ye), fill=fill, outline=edge, width=line)
+    else:  # hexagon
+        pts = [(cx + rx * np.cos(np.pi / 3 * k), cy + ry * np.sin(np.pi / 3 * k)) for k in range(6)]
+        draw.polygon(pts, fill=fill, outline=edge)
+
+
+def _glyph_image(rng: np.random.Generator, spec: SynthSpec) -> tuple[Image.Image, list[tuple[int, tuple[int, ...]]]]:
+    w, h = GLYPH_IMAGE_SIZES[rng.integers(len(GLYPH_IMAGE_SIZES))]
+    img = Image.fromarray(_glyph_background(rng, w, h))
+    draw = ImageDraw.Draw(img)
+    count = 0 if rng.random() < spec.empty_fraction else int(rng.integers(1, spec.max_objects + 3))
+    objects: list[tuple[int, tuple[int, ...]]] = []
+    kinds, probs = list(_GLYPH_SIZE_PROBS), list(_GLYPH_SIZE_PROBS.values())
+    for _ in range(count):
+        cat = GLYPH_CATEGORIES[rng.integers(len(GLYPH_CATEGORIES))]["id"]
+        kind = kinds[rng.choice(len(kinds), p=probs)]
+        for _attempt in range(20):
+            side = rng.uniform(*_GLYPH_SIDE_RANGES[kind])
+            aspect = float(np.exp(rng.uniform(np.log(0.6), np.log(1.6))))
+            bw = int(round(min(w - 2, max(6.0, side * np.sqrt(aspect)))))
+            bh = int(round(min(h - 2, max(6.0, side / np.sqrt(aspect)))))
+            x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+            box = (x0, y0, x0 + bw, y0 + bh)
+            if all(_iou(box, b) <= 0.2 for _, b in objects):
+                break
+        else:
+            continue
+        _draw_glyph(draw, cat, box, _glyph_colour(rng))
+        objects.append((cat, box))
+    arr = np.asarray(img, np.int16) + rng.integers(-10, 11, size=(h, w, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)), objects
+
+
 def _write_split(root: Path, split: str, count: int, spec: SynthSpec) -> None:
     folder = root / split
     folder.mkdir(parents=True)
@@ -142,7 +259,7 @@ def _write_split(root: Path, split: str, count: int, spec: SynthSpec) -> None:
     for i in range(count):
         # One generator per image: an image does not change when the counts do.
         rng = np.random.default_rng([spec.seed, SPLITS.index(split), i])
-        img, objects = _image(rng, spec)
+        img, objects = _glyph_image(rng, spec) if spec.style == "glyphs" else _image(rng, spec)
         name = f"{i:06d}.png"
         img.save(folder / name)
         images.append({"id": i + 1, "file_name": name, "width": img.width, "height": img.height})
@@ -160,10 +277,10 @@ def _write_split(root: Path, split: str, count: int, spec: SynthSpec) -> None:
     write_json_atomic(
         root / "annotations" / f"instances_{split}.json",
         {
-            "info": {"description": f"hitdet synthetic shapes ({split})", "version": "1", "seed": spec.seed},
+            "info": {"description": f"hitdet synthetic {spec.style} ({split})", "version": "1", "seed": spec.seed},
             "images": images,
             "annotations": annotations,
-            "categories": [dict(c) for c in CATEGORIES],
+            "categories": [dict(c) for c in style_categories(spec.style)],
         },
     )
 
@@ -183,6 +300,7 @@ def write_synthetic(out: str | os.PathLike[str], spec: SynthSpec | None = None, 
     interrupted run leaves no half-written dataset behind.
     """
     spec = spec or SynthSpec()
+    style_categories(spec.style)  # an unknown style fails here, before anything is written
     if spec.num_train < 1 or spec.num_val < 1:
         raise UserError(
             f"synthetic dataset: need at least one train and one val image, got {spec.num_train}/{spec.num_val}"
