@@ -117,7 +117,7 @@ def uniform_matrix(presence: torch.Tensor, dtype: torch.dtype = torch.float64) -
 def column_regulariser(
     matrix: torch.Tensor,
     columns_active: torch.Tensor,
-    reading: str = "softmin",
+    reading: str = "min",
     *,
     presence: torch.Tensor | None = None,
     temperature: float = 0.1,

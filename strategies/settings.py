@@ -71,7 +71,7 @@ class SearchSettings:
     target_macs: float | None = None
     target_tolerance: float = 0.05
     mu: float = 0.1
-    regulariser: str = "softmin"
+    regulariser: str = "min"
     softmin_temperature: float = 0.1
     group_p: float = 0.5
     reg_burn_in: float = 0.5

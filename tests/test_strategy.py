@@ -325,7 +325,7 @@ def test_defaults_are_the_papers() -> None:
     assert (s.mode, s.arc_learning_rate, s.arch_start_epoch, s.lam, s.mu, s.num_ops) == paper
     # where the paper is silent, the defaults are the readings our evidence favours (README)
     assert (s.regulariser, s.scoring, s.arch_travel, s.target_macs, s.bn_affine) == (
-        "softmin", "epoch_mean", None, None, True
+        "min", "epoch_mean", None, None, True
     )
     assert HitDetStrategy("screen").settings.lam == 0.0
     with pytest.raises(ValueError):
