@@ -84,9 +84,10 @@ def _draw_panel(fig: Any, ax: Any, panel: HeatmapPanel) -> None:
             best = max(row, key=lambda op: row[op])
             if best in panel.ops:
                 j = panel.ops.index(best)
-                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="black", lw=1.2))
+                ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, ec="black", lw=1.5))
+                ax.plot([j], [i], marker="o", ms=2.5, color="black")
     labels = [
-        f"{op}  (out after ep {panel.removed[op] + 1})" if op in panel.removed else op for op in panel.ops
+        f"{op} · out ep{panel.removed[op] + 1}" if op in panel.removed else op for op in panel.ops
     ]
     ax.set_xticks(range(len(panel.ops)), labels, rotation=90, fontsize=FONT)
     for tick, op in zip(ax.get_xticklabels(), panel.ops, strict=True):
@@ -113,7 +114,7 @@ def heatmap_figure(panels: list[HeatmapPanel], title: str = "", dpi: int = 100) 
 
     n_ops = max(len(p.ops) for p in panels)
     longest = max((len(op) for p in panels for op in p.ops), default=4)
-    label_in = (longest + 22) * FONT * 0.6 / 72  # rotated x tick labels, removal note included
+    label_in = (longest + 12) * FONT * 0.6 / 72  # rotated x tick labels, removal note included
     heights = [CELL * max(len(p.layers), 2) + label_in + 0.35 for p in panels]
     width = CELL * n_ops + 2.6
     fig = Figure(figsize=(width, sum(heights) + (0.5 if title else 0.2)), dpi=dpi, layout="constrained")

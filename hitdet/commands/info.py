@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from hitdet.arch_cost import architecture_cost
 from hitdet.architecture import load_architecture
 from hitdet.errors import UserError
-from hitdet.arch_cost import architecture_cost
 from search_spaces.costs import COMPONENTS
 
 LABELS = {"backbone": "backbone", "neck": "neck", "rpn": "RPN", "head": "RoI head", "total": "total"}
