@@ -350,8 +350,11 @@ def training_figure(run: Path, metrics: dict[str, Any]) -> Any:
     scalars = _scalars(run)
     fig = _figure(15, 4.2)
     ax_loss, ax_lr, ax_ap = fig.subplots(1, 3)
-    # Lightning logs "epoch" (0-based) with the validation metrics, at the step an epoch ends.
-    epoch_ends = [(step, int(value) + 1) for step, value in dict(scalars.get("epoch", [])).items()]
+    # Lightning logs "epoch" (0-based) with every logged step; an epoch ends at the last step it shows.
+    last_step: dict[int, int] = {}
+    for step, value in scalars.get("epoch", []):
+        last_step[int(value) + 1] = max(step, last_step.get(int(value) + 1, step))
+    epoch_ends = [(step, epoch) for epoch, step in sorted(last_step.items())]
     for tag in sorted(t for t in scalars if t.startswith("train/loss")):
         steps, values = zip(*scalars[tag], strict=True)
         total = tag == "train/loss"
