@@ -22,7 +22,7 @@ from hitdet.run_files import SEARCH, read_metadata, read_metrics, run_kind, run_
 from search_spaces.ops import OPS
 from strategies.heatmap import FONT, HeatmapPanel, epochs_removed, heatmap_figure, ordered
 
-FAMILY_COLOURS = {"ir": "#8ecae6", "sep": "#ffb703", "conv": "#fb8500", "skip": "#d9d9d9", "fixed": "#bdb2ff"}
+FAMILY_COLOURS = {"ir": "#8ecae6", "sep": "#ffb703", "conv": "#e07a5f", "skip": "#d9d9d9", "fixed": "#bdb2ff"}
 DPI = 130
 LABELLED = 3  # score history: the top and the bottom ops named at the end of their lines
 

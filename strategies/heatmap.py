@@ -123,8 +123,8 @@ def heatmap_figure(panels: list[HeatmapPanel], title: str = "", dpi: int = 100) 
         _draw_panel(fig, ax, panel)
     if title:
         fig.suptitle(
-            f"{title}\ncolour: op probability relative to uniform; outlined: chosen op (argmax); "
-            "grey: screened out",
+            f"{title}\ncolour: probability relative to uniform over the layer's active ops; "
+            "outlined with a dot: the chosen op (argmax); grey: screened out (label: after which epoch)",
             fontsize=FONT + 1,
         )
     return fig
