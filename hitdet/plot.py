@@ -170,14 +170,18 @@ def plot_architecture(arch: Architecture, out: str | os.PathLike[str], force: bo
     x_head = 16.0
     two_stage = arch.detector_type != "retinanet"
     head_rows = [(f"RoIAlign {st.roi_size}x{st.roi_size} on N1..N{levels}", "fixed")] if two_stage else []
-    head_rows += [(f"b{i}: {ops[label]}", ops[label]) for i, label in enumerate(st.head_labels())]
+    half = len(st.head_labels()) // 2  # one-stage: the first half is the class tower, the rest the box tower
+    head_rows += [
+        (f"b{i}: {ops[label]}" if two_stage else f"{'cls' if i < half else 'box'} b{i}: {ops[label]}", ops[label])
+        for i, label in enumerate(st.head_labels())
+    ]
     head_rows += [(f"fc {st.fc_channels}", "fixed"), ("class + box predictor", "fixed")] if two_stage else []
     top = height - 1.0
     for i, (text, op) in enumerate(head_rows):
         _box(ax, x_head, top - i * step, 2.9, h, text, FAMILY_COLOURS["fixed"] if op == "fixed" else _colour(op))
-        if i:
+        if i and (two_stage or i != half):  # the two one-stage towers run side by side on each level
             _arrow(ax, x_head + 1.45, top - (i - 1) * step, x_head + 1.45, top - i * step + h)
-    head_title = f"RoI head ({'RPN proposals' if two_stage else 'one-stage'})"
+    head_title = "RoI head (on RPN proposals)" if two_stage else "head (one-stage, on N1..N4 + pool)"
     ax.text(x_head + 1.45, height + 0.3, head_title, ha="center", fontsize=FONT + 3, weight="bold")
     _path(ax, [(x_n + 0.8, ys[-1]), (x_n + 1.0, ys[-1]), (x_n + 1.0, top + h / 2), (x_head, top + h / 2)])
 
