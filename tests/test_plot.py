@@ -188,17 +188,18 @@ def test_compare_table_and_picture(tmp_path, capsys):
     assert main(["plot", "--compare", *map(str, runs)]) == 2  # needs --out
 
 
-def test_plot_refuses_to_overwrite_without_force(search_run, tmp_path, capsys):
+def test_plot_refuses_to_overwrite_without_force(tmp_path, capsys):
+    run = write_train_run(tmp_path / "train", 64, 128, 20, 0.3)
     out = tmp_path / "pictures"
-    assert main(["plot", str(search_run), "--out", str(out), "--dpi", "60"]) == 0
-    before = (out / "alpha.png").read_bytes()
+    assert main(["plot", str(run), "--out", str(out), "--dpi", "60"]) == 0
+    before = (out / "training.png").read_bytes()
     capsys.readouterr()
-    assert main(["plot", str(search_run), "--out", str(out), "--dpi", "70"]) == 2
+    assert main(["plot", str(run), "--out", str(out), "--dpi", "70"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and str(out / "alpha.png") in err[0] and "--force" in err[0]
-    assert (out / "alpha.png").read_bytes() == before
-    assert main(["plot", str(search_run), "--out", str(out), "--dpi", "70", "--force"]) == 0
-    assert (out / "alpha.png").read_bytes() != before
+    assert len(err) == 1 and str(out / "training.png") in err[0] and "--force" in err[0]
+    assert (out / "training.png").read_bytes() == before
+    assert main(["plot", str(run), "--out", str(out), "--dpi", "70", "--force"]) == 0
+    assert (out / "training.png").read_bytes() != before
 
 
 @pytest.mark.parametrize(
