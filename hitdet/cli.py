@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "hitdet.commands.eval",
     "hitdet.commands.pretrain",
     "hitdet.commands.plot",
+    "hitdet.commands.compare",
 ]
 
 

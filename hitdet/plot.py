@@ -1,38 +1,68 @@
-"""Pictures: an architecture as boxes (in the spirit of the paper's Fig. 5).
+"""Pictures of an architecture, a search run, a train run, and several train runs side by side.
 
-matplotlib is an optional extra (``pip install hitdet[plot]``); it is imported on use.
+* :func:`plot_architecture`: backbone, the neck's top-down and bottom-up paths, head (paper Fig. 5 spirit);
+* :func:`plot_run` of a screen/search run: α heatmaps (:mod:`strategies.heatmap`, the same drawing as
+  the TensorBoard images) and the op scores over epochs (paper Fig. 4); of a train run: loss, lr and AP;
+* :func:`plot_compare`: AP against MACs for several train runs (:mod:`hitdet.compare`).
+
+Figures are built on matplotlib's Agg canvas (no pyplot state) and saved through a temporary file,
+so a failed plot leaves nothing half-written; nothing is replaced unless ``force`` is set.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from hitdet.architecture import Architecture
 from hitdet.errors import UserError
+from hitdet.run_files import SEARCH, read_metadata, read_metrics, run_kind, run_name
 from search_spaces.ops import OPS
+from strategies.heatmap import FONT, HeatmapPanel, epochs_removed, heatmap_figure, ordered
 
-FAMILY_COLOURS = {"ir": "#8ecae6", "sep": "#ffb703", "conv": "#fb8500", "skip": "#d9d9d9", "fixed": "#bdb2ff"}
+FAMILY_COLOURS = {"ir": "#8ecae6", "sep": "#ffb703", "conv": "#e07a5f", "skip": "#d9d9d9", "fixed": "#bdb2ff"}
+DPI = 130
+LABELLED = 3  # score history: the top and the bottom ops named at the end of their lines
 
 
-def pyplot() -> Any:
-    """matplotlib's pyplot on the Agg backend, or a clear error when the extra is missing."""
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def check_free(paths: list[Path], force: bool) -> None:
+    """Refuse (one line) to replace an existing file unless ``force``; called before anything is drawn."""
+    if force:
+        return
+    for path in paths:
+        if path.exists():
+            raise UserError(f"{path}: exists (use --force to replace it)")
+
+
+def _save(fig: Any, out: str | os.PathLike[str], dpi: int = DPI) -> Path:
+    """Save through a temporary file so that a failed plot leaves nothing half-written."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
     try:
-        import matplotlib
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UserError("plotting needs matplotlib: pip install 'hitdet[plot]'") from None
-    return plt
+
+# ---------------------------------------------------------------- architecture
 
 
 def _colour(op: str) -> str:
     return FAMILY_COLOURS[OPS[op].family]
 
 
-def _box(ax: Any, x: float, y: float, w: float, h: float, text: str, colour: str, fontsize: float = 7) -> None:
+def _box(ax: Any, x: float, y: float, w: float, h: float, text: str, colour: str, fontsize: float = FONT) -> None:
     from matplotlib.patches import FancyBboxPatch
 
     ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02", fc=colour, ec="#333333", lw=0.6))
@@ -40,137 +70,367 @@ def _box(ax: Any, x: float, y: float, w: float, h: float, text: str, colour: str
 
 
 def _arrow(ax: Any, x0: float, y0: float, x1: float, y1: float) -> None:
-    ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "lw": 0.6, "color": "#555555"})
+    ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "lw": 0.7, "color": "#444444"})
 
 
-def plot_architecture(arch: Architecture, out: str | os.PathLike[str]) -> Path:
-    """Draw backbone (stem, stages, tail), neck cells and head blocks, coloured by op family."""
-    plt = pyplot()
+def _path(ax: Any, points: list[tuple[float, float]]) -> None:
+    """A polyline with an arrow head on its last segment."""
+    xs, ys = zip(*points, strict=True)
+    ax.plot(xs[:-1], ys[:-1], color="#444444", lw=0.7)
+    _arrow(ax, xs[-2], ys[-2], xs[-1], ys[-1])
+
+
+def _sum_node(ax: Any, x: float, y: float) -> None:
+    """A round "+" (a text box, so that it stays round whatever the axes' aspect)."""
+    ax.text(x, y, "+", ha="center", va="center", fontsize=FONT + 1, zorder=4,
+            bbox={"boxstyle": "circle,pad=0.25", "fc": "white", "ec": "#333333", "lw": 0.7})
+
+
+def plot_architecture(arch: Architecture, out: str | os.PathLike[str], force: bool = False, dpi: int = DPI) -> Path:
+    """Backbone (stem at the bottom, coarse levels on top), the PANet neck's two paths, the head; ops by family."""
+    out = Path(out)
+    check_free([out], force)
     st, ops = arch.structure, arch.sample()
     rows: list[tuple[str, str, str]] = [("stem", f"{st.stem.op}  s{st.stem.stride}  {st.stem.out_channels}", "fixed")]
     taps: list[int] = []
+    strides: list[int] = []
+    stride = st.stem.stride
     labels = iter(st.backbone_labels())
     for stage in st.stages:
         for slot in stage:
             label = next(labels)
+            stride *= slot.stride
             rows.append((label.split("/")[1], f"{ops[label]}  s{slot.stride}  {slot.out_channels}", ops[label]))
         taps.append(len(rows) - 1)
+        strides.append(stride)
     for t in st.tail:
+        stride *= t.stride
         rows.append(("tail", f"{t.op}  s{t.stride}  {t.out_channels}", "fixed"))
     if st.tail:
         taps[-1] = len(rows) - 1
+        strides[-1] = stride
 
-    h, gap = 0.8, 0.2
-    height = len(rows) * (h + gap)
-    fig, ax = plt.subplots(figsize=(13, max(6.0, height * 0.42)))
+    h, step = 0.8, 1.0
+    height = len(rows) * step
+    fig = _figure(14.5, max(6.5, height * 0.42 + 2.2))
+    ax = fig.add_subplot(1, 1, 1)
     y_of = {}
-    for i, (name, text, op) in enumerate(rows):
-        y = height - (i + 1) * (h + gap)
+    for i, (name, text, op) in enumerate(rows):  # bottom-up: the image enters at the stem
+        y = i * step
         y_of[i] = y + h / 2
-        colour = FAMILY_COLOURS["fixed"] if op == "fixed" else _colour(op)
-        _box(ax, 0, y, 4.2, h, text, colour)
-        ax.text(-0.15, y + h / 2, name, ha="right", va="center", fontsize=6)
-    ax.text(2.1, height + 0.4, "backbone", ha="center", fontsize=10, weight="bold")
+        _box(ax, 0, y, 4.2, h, text, FAMILY_COLOURS["fixed"] if op == "fixed" else _colour(op))
+        ax.text(-0.15, y + h / 2, name, ha="right", va="center", fontsize=FONT)
+    ax.text(2.1, height + 0.3, "backbone (op  stride  channels)", ha="center", fontsize=FONT + 3, weight="bold")
 
     levels = st.num_levels
     lat, outs = st.neck_labels()[:levels], st.neck_labels()[levels:]
+    ys = [y_of[taps[i]] for i in range(levels)]
+    x_lat, x_td, x_out, x_bu, x_conv, x_n = 5.0, 8.25, 9.0, 12.25, 12.75, 14.55
     for i in range(levels):
-        y = y_of[taps[i]] - h / 2
-        _box(ax, 5.2, y, 2.6, h, f"lateral{i + 1}: {ops[lat[i]]}", _colour(ops[lat[i]]))
-        _box(ax, 8.4, y, 2.6, h, f"out{i + 1}: {ops[outs[i]]}", _colour(ops[outs[i]]))
-        _arrow(ax, 4.2, y + h / 2, 5.2, y + h / 2)
-        _arrow(ax, 7.8, y + h / 2, 8.4, y + h / 2)
-        ax.text(11.1, y + h / 2, f"N{i + 1}", va="center", fontsize=7)
-    ax.text(8.1, height + 0.4, f"neck (PANet, {st.neck_channels} ch)", ha="center", fontsize=10, weight="bold")
+        y = ys[i]
+        ax.text(4.3, y + 0.12, f"C{i + 1}", fontsize=FONT + 1, weight="bold")
+        ax.text(4.3, y - 0.3, f"/{strides[i]}", fontsize=FONT, color="#555555")
+        _arrow(ax, 4.2, y, x_lat, y)
+        _box(ax, x_lat, y - h / 2, 2.5, h, f"lateral{i + 1}: {ops[lat[i]]}", _colour(ops[lat[i]]))
+        ax.text(x_lat + 2.6, y + 0.12, f"L{i + 1}", fontsize=FONT)
+        if i < levels - 1:  # P_i = L_i + up(P_{i+1})
+            _sum_node(ax, x_td, y)
+            _arrow(ax, x_lat + 2.5, y, x_td - 0.22, y)
+            _arrow(ax, x_td, ys[i + 1], x_td, y + 0.22)
+            ax.text(x_td - 0.08, (y + ys[i + 1]) / 2, "up 2x", rotation=90, ha="right", va="center", fontsize=FONT,
+                    color="#555555")
+        else:  # P_L = L_L
+            ax.plot([x_lat + 2.5, x_td], [y, y], color="#444444", lw=0.7)
+            ax.plot([x_td], [y], marker="o", ms=3, color="#444444")
+        ax.text(x_td + 0.1, y + 0.28, f"P{i + 1}", fontsize=FONT)
+        _arrow(ax, x_td + (0.22 if i < levels - 1 else 0), y, x_out, y)
+        _box(ax, x_out, y - h / 2, 2.5, h, f"out{i + 1}: {ops[outs[i]]}", _colour(ops[outs[i]]))
+        ax.text(x_out + 2.55, y + 0.12, f"O{i + 1}", fontsize=FONT)
+        if i == 0:  # N_1 = O_1
+            _arrow(ax, x_out + 2.5, y, x_n, y)
+        else:  # N_i = conv3x3(maxpool2(N_{i-1}) + O_i)
+            _arrow(ax, x_out + 2.5, y, x_bu - 0.22, y)
+            _sum_node(ax, x_bu, y)
+            _arrow(ax, x_bu + 0.22, y, x_conv, y)
+            _box(ax, x_conv, y - h / 2, 1.3, h, "conv3x3", FAMILY_COLOURS["fixed"])
+            _arrow(ax, x_conv + 1.3, y, x_n, y)
+            below = y - h / 2 - 0.15
+            _path(ax, [(x_n + 0.15, ys[i - 1]), (x_n + 0.15, below), (x_bu, below), (x_bu, y - 0.22)])
+            ax.text(x_bu + 0.1, below - 0.05, "maxpool 2", va="top", fontsize=FONT, color="#555555")
+        ax.plot([x_n + 0.15], [y], marker="o", ms=4, color="#222222")
+        ax.text(x_n + 0.35, y, f"N{i + 1}", va="center", fontsize=FONT + 1, weight="bold")
+    ax.text((x_lat + x_n) / 2, height + 0.3, f"neck (PANet, {st.neck_channels} channels)", ha="center",
+            fontsize=FONT + 3, weight="bold")
+    if levels > 1:
+        ax.text(x_td + 0.08, (ys[-1] + ys[-2]) / 2, "top-down path", rotation=90, va="center", fontsize=FONT,
+                style="italic")
+        ax.text(x_n + 0.23, (ys[0] + ys[1]) / 2, "bottom-up path", rotation=90, va="center", fontsize=FONT,
+                style="italic")
 
-    head_top = height - 1.0
-    for i, label in enumerate(st.head_labels()):
-        _box(ax, 12.2, head_top - i * (h + gap), 2.8, h, f"b{i}: {ops[label]}", _colour(ops[label]))
-    fc_y = head_top - st.head_blocks * (h + gap)
-    _box(ax, 12.2, fc_y, 2.8, h, f"fc {st.fc_channels}", FAMILY_COLOURS["fixed"])
-    ax.text(13.6, height + 0.4, f"RoI head ({st.roi_size}x{st.roi_size})", ha="center", fontsize=10, weight="bold")
+    x_head = 16.0
+    two_stage = arch.detector_type != "retinanet"
+    head_rows = [(f"RoIAlign {st.roi_size}x{st.roi_size} on N1..N{levels}", "fixed")] if two_stage else []
+    half = len(st.head_labels()) // 2  # one-stage: the first half is the class tower, the rest the box tower
+    head_rows += [
+        (f"b{i}: {ops[label]}" if two_stage else f"{'cls' if i < half else 'box'} b{i}: {ops[label]}", ops[label])
+        for i, label in enumerate(st.head_labels())
+    ]
+    head_rows += [(f"fc {st.fc_channels}", "fixed"), ("class + box predictor", "fixed")] if two_stage else []
+    top = height - 1.0
+    for i, (text, op) in enumerate(head_rows):
+        _box(ax, x_head, top - i * step, 2.9, h, text, FAMILY_COLOURS["fixed"] if op == "fixed" else _colour(op))
+        if i and (two_stage or i != half):  # the two one-stage towers run side by side on each level
+            _arrow(ax, x_head + 1.45, top - (i - 1) * step, x_head + 1.45, top - i * step + h)
+    head_title = "RoI head (on RPN proposals)" if two_stage else "head (one-stage, on N1..N4 + pool)"
+    ax.text(x_head + 1.45, height + 0.3, head_title, ha="center", fontsize=FONT + 3, weight="bold")
+    _path(ax, [(x_n + 0.8, ys[-1]), (x_n + 1.0, ys[-1]), (x_n + 1.0, top + h / 2), (x_head, top + h / 2)])
 
     from matplotlib.patches import Patch
 
     ax.legend(
-        handles=[Patch(fc=c, ec="#333333", label=f) for f, c in FAMILY_COLOURS.items()],
-        loc="lower right",
-        fontsize=8,
-        frameon=False,
+        handles=[Patch(fc=c, ec="#333333", label=f"{f} ops" if f != "fixed" else "fixed layer")
+                 for f, c in FAMILY_COLOURS.items()],
+        loc="upper left", bbox_to_anchor=(0.0, -0.01), ncol=5, fontsize=FONT + 1, frameon=False,
     )
-    ax.set_xlim(-1.2, 15.4)
-    ax.set_ylim(-0.3, height + 1.0)
+    caption = (
+        "C_i: backbone output i (/stride).  L_i = lateral_i(C_i).  Top-down: P_4 = L_4, P_i = L_i + up(P_i+1) "
+        "(nearest 2x upsampling).  O_i = out_i(P_i).\n"
+        "Bottom-up: N_1 = O_1, N_i+1 = conv3x3(maxpool2(N_i) + O_i+1).  N_1..N_4 feed the "
+        + ("RPN (plus one max-pooled extra level) and the RoI head." if two_stage else "detection head.")
+        + "  Searched cells: lateral, out, backbone blocks, head blocks."
+    )
+    ax.text(0.0, -0.045, caption, transform=ax.transAxes, va="top", fontsize=FONT + 1)
+    ax.set_xlim(-1.2, x_head + 3.1)
+    ax.set_ylim(-0.4, height + 0.9)
     ax.axis("off")
-    ax.set_title(f"{arch.name or 'architecture'} ({arch.detector_type})", fontsize=11)
-    return _save(fig, out)
+    ax.set_title(f"{arch.name or 'architecture'} ({arch.detector_type})", fontsize=FONT + 5)
+    return _save(fig, out, dpi)
 
 
-def _read_run(run: Path) -> dict[str, Any]:
-    import json
-
-    path = run / "metadata.json"
-    if not path.is_file():
-        raise UserError(f"{run}: not a screen/search run folder (no metadata.json)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: invalid JSON: {exc.msg} at line {exc.lineno}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("alpha_probabilities"), dict):
-        raise UserError(f"{path}: alpha_probabilities: missing")
-    return data
+# ---------------------------------------------------------------- runs
 
 
-def plot_run(run: str | os.PathLike[str], out: str | os.PathLike[str]) -> list[Path]:
-    """α heatmaps per component (layers x ops) and the column scores over epochs (paper Fig. 4)."""
-    plt = pyplot()
+def plot_run(
+    run: str | os.PathLike[str], out: str | os.PathLike[str], force: bool = False, dpi: int = DPI
+) -> list[Path]:
+    """A screen/search run: alpha.png and score_history.png; a train run: training.png. Into folder ``out``."""
     run, out = Path(run), Path(out)
-    meta = _read_run(run)
+    if run_kind(run) == SEARCH:
+        meta = read_metadata(run)
+        names = ["alpha.png"] + (["score_history.png"] if meta.get("score_history") else [])
+        check_free([out / n for n in names], force)
+        written = [_save(alpha_figure(meta, run_name(run)), out / "alpha.png", dpi)]
+        if meta.get("score_history"):
+            written.append(_save(score_history_figure(meta, run_name(run)), out / "score_history.png", dpi))
+        return written
+    metrics = read_metrics(run)
+    check_free([out / "training.png"], force)
+    return [_save(training_figure(run, metrics), out / "training.png", dpi)]
+
+
+def heatmap_panels(meta: dict[str, Any]) -> list[HeatmapPanel]:
+    """One panel per component (backbone, neck, head order) from a run's metadata."""
     probs: dict[str, dict[str, float]] = meta["alpha_probabilities"]
-    components: dict[str, list[str]] = {}
+    initial: dict[str, list[str]] = meta.get("initial_sub_spaces") or {}
+    events = meta.get("screening_events") or []
+    by_comp: dict[str, list[str]] = {}
     for label in probs:
-        components.setdefault(label.split("/")[0] if "/" in label else "default", []).append(label)
-    written = []
-    for comp, labels in components.items():
-        ops = list(dict.fromkeys(op for label in labels for op in probs[label]))
-        matrix = [[probs[label].get(op, float("nan")) for op in ops] for label in labels]
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.32 * len(ops) + 2.5), max(2.5, 0.3 * len(labels) + 1.5)))
-        im = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0.0)
-        ax.set_xticks(range(len(ops)), ops, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(labels)), [label.split("/")[-1] for label in labels], fontsize=7)
-        ax.set_title(f"{comp}: op probabilities (softmax of α), {meta.get('mode', '')}", fontsize=9)
-        fig.colorbar(im, ax=ax)
-        written.append(_save(fig, out / f"alpha_{comp}.png"))
-    history = meta.get("score_history") or []
+        by_comp.setdefault(label.split("/", 1)[0] if "/" in label else "default", []).append(label)
+    panels = []
+    for comp in ordered(list(by_comp)):
+        labels = by_comp[comp]
+        removed = epochs_removed(events, comp)
+        ops = list(initial.get(comp) or [])
+        ops += [op for op in dict.fromkeys([*(o for lb in labels for o in probs[lb]), *removed]) if op not in ops]
+        panels.append(HeatmapPanel(comp, labels, ops, [probs[label] for label in labels], removed))
+    return panels
+
+
+def alpha_figure(meta: dict[str, Any], name: str = "") -> Any:
+    """The α heatmaps of all components in one figure (the TensorBoard images, one panel each)."""
+    mode = meta.get("mode", "")
+    return heatmap_figure(heatmap_panels(meta), f"{name} ({mode}): final op probabilities", dpi=DPI)
+
+
+def _spread(values: list[float], gap: float) -> list[float]:
+    """Label positions near ``values`` (sorted ascending in, same order out) at least ``gap`` apart."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    placed = [0.0] * len(values)
+    last = -math.inf
+    for i in order:
+        placed[i] = max(values[i], last + gap)
+        last = placed[i]
+    return placed
+
+
+def _data_x_axes_y(ax: Any) -> Any:
+    from matplotlib.transforms import blended_transform_factory
+
+    return blended_transform_factory(ax.transData, ax.transAxes)
+
+
+def score_history_figure(meta: dict[str, Any], name: str = "") -> Any:
+    """Op scores per epoch end, one panel per component (paper Fig. 4).
+
+    An op's score is its mean probability over the layers; it is drawn relative to uniform (score x
+    ops still searched), so that the curves do not all jump up together when ops are screened out.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    history = meta["score_history"]
+    events = meta.get("screening_events") or []
+    comps = ordered(list(dict.fromkeys(c for h in history for c in h["scores"])))
+    fig = _figure(5.2 * len(comps) + 0.5, 4.2)
+    axes = fig.subplots(1, len(comps), squeeze=False)[0]
+    for ax, comp in zip(axes, comps, strict=True):
+        series: dict[str, tuple[list[int], list[float]]] = {}
+        for h in history:
+            scores = h["scores"].get(comp, {})
+            for op, score in scores.items():  # relative to uniform: score x ops still searched (1 = uniform)
+                xs, ys = series.setdefault(op, ([], []))
+                xs.append(h["epoch"] + 1)
+                ys.append(float(score) * len(scores))
+        last_x = max(xs[-1] for xs, _ in series.values())
+        final = [op for op in series if series[op][0][-1] == last_x]  # still searched at the last epoch end
+        ranked = sorted(final, key=lambda op: series[op][1][-1], reverse=True)
+        top, bottom = ranked[:LABELLED], ranked[-LABELLED:] if len(ranked) > LABELLED else []
+        bottom = [op for op in bottom if op not in top]
+        for op, (xs, ys) in series.items():
+            if op not in top and op not in bottom:
+                ax.plot(xs, ys, color="#b0b0b0", lw=0.7, marker="o", ms=1.5, zorder=1)
+        named = [*top, *bottom]
+        colours = ["#d62728", "#ff7f0e", "#bcbd22", "#1f77b4", "#17becf", "#9467bd"]
+        for op, colour in zip(named, colours, strict=False):
+            ax.plot(*series[op], color=colour, lw=1.6, marker="o", ms=2.5, zorder=3)
+        ax.axhline(1.0, ls="--", color="black", lw=0.8, zorder=2, label="uniform")
+        removed = [e for e in events if e["component"] == comp]
+        for e in removed:
+            xs, ys = series.get(e["op"], ([], []))
+            if e["epoch"] + 1 in xs:
+                ax.plot([e["epoch"] + 1], [ys[xs.index(e["epoch"] + 1)]], marker="x", color="#7f0000", ms=5,
+                        mew=1.0, ls="none", zorder=4)
+        per_epoch: dict[int, int] = {}
+        for e in removed:
+            per_epoch[e["epoch"] + 1] = per_epoch.get(e["epoch"] + 1, 0) + 1
+        for x, k in sorted(per_epoch.items()):
+            ax.axvline(x, color="#7f0000", lw=0.5, ls=":", zorder=0)
+            ax.text(x, 0.01, f"-{k} ops ", transform=ax.get_xaxis_transform(), va="bottom", ha="right",
+                    fontsize=FONT, color="#7f0000")
+        lo, hi = ax.get_ylim()
+        ends = [(series[op][1][-1] - lo) / (hi - lo) for op in named]  # axes fraction
+        placed = _spread(ends, 0.065)
+        shift = max([p - 0.97 for p in placed] + [0.0])
+        for op, frac, colour in zip(named, placed, colours, strict=False):
+            ax.text(last_x + 0.08, frac - shift, op, va="center", fontsize=FONT, color=colour,
+                    transform=_data_x_axes_y(ax))
+        ax.set_xlim(0.7, last_x + 0.9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=FONT)
+        ax.set_xlabel("end of epoch  (x: screened out here)", fontsize=FONT + 1)
+        ax.set_ylabel("op score x ops left  (1 = uniform)", fontsize=FONT + 1)
+        ax.set_title(f"{comp}: {len(series)} ops, top {len(top)} and bottom {len(bottom)} named",
+                     fontsize=FONT + 2)
+        ax.legend(fontsize=FONT, loc="upper left", frameon=False)
+    fig.suptitle(f"{name}: op scores over epochs".strip(": "), fontsize=FONT + 3)
+    return fig
+
+
+def _scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """TensorBoard scalars of a run: tag -> [(step, value)]; empty when there are no event files."""
+    folder = run / "tensorboard"
+    if not folder.is_dir() or not any(folder.rglob("events.out.tfevents.*")):
+        return {}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def training_figure(run: Path, metrics: dict[str, Any]) -> Any:
+    """Training loss (total and parts) and learning rate per step, validation AP per epoch."""
+    from matplotlib.ticker import MaxNLocator
+
+    scalars = _scalars(run)
+    fig = _figure(15, 4.2)
+    ax_loss, ax_lr, ax_ap = fig.subplots(1, 3)
+    # Lightning logs "epoch" (0-based) with every logged step; an epoch ends at the last step it shows.
+    last_step: dict[int, int] = {}
+    for step, value in scalars.get("epoch", []):
+        last_step[int(value) + 1] = max(step, last_step.get(int(value) + 1, step))
+    epoch_ends = [(step, epoch) for epoch, step in sorted(last_step.items())]
+    for tag in sorted(t for t in scalars if t.startswith("train/loss")):
+        steps, values = zip(*scalars[tag], strict=True)
+        total = tag == "train/loss"
+        ax_loss.plot(steps, values, lw=1.8 if total else 0.9, marker="o", ms=2, color="black" if total else None,
+                     label="total" if total else tag.removeprefix("train/loss_"), zorder=3 if total else 2)
+    lr_tags = [t for t in scalars if t == "lr" or t.startswith("lr-")]
+    for tag in lr_tags:
+        steps, values = zip(*scalars[tag], strict=True)
+        ax_lr.plot(steps, values, lw=1.2, marker="o", ms=2, label=tag)
+    for ax in (ax_loss, ax_lr):
+        for step, epoch in epoch_ends:
+            ax.axvline(step, color="#999999", lw=0.6, ls=":")
+            ax.text(step, 1.0, f"ep{epoch}", transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                    fontsize=FONT, color="#777777")
+        ax.set_xlabel("step (dotted: epoch ends)", fontsize=FONT + 1)
+        ax.tick_params(labelsize=FONT)
+    ax_loss.set_title("training loss", fontsize=FONT + 3, pad=12)
+    if scalars:
+        ax_loss.legend(fontsize=FONT, frameon=False)
+    else:
+        ax_loss.text(0.5, 0.5, "no TensorBoard event files", ha="center", transform=ax_loss.transAxes)
+    ax_lr.set_title("learning rate", fontsize=FONT + 3, pad=12)
+    history = metrics["history"]
+    for key, style in (("AP", "-o"), ("AP50", "--s"), ("AP75", ":^")):
+        pts = [(h["epoch"], 100 * h[key]) for h in history if isinstance(h.get(key), int | float)]
+        if pts:
+            ax_ap.plot(*zip(*pts, strict=True), style, ms=3, label=key)
+    best = metrics.get("best")
+    if best:
+        ax_ap.annotate(f"best AP {100 * best['AP']:.1f} (epoch {best['epoch']})", (best["epoch"], 100 * best["AP"]),
+                       textcoords="offset points", xytext=(4, 6), fontsize=FONT)
+    ax_ap.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_ap.set_xlabel("epoch", fontsize=FONT + 1)
+    ax_ap.set_ylabel("COCO AP x 100 (validation)", fontsize=FONT + 1)
+    ax_ap.tick_params(labelsize=FONT)
+    ax_ap.set_title("validation AP", fontsize=FONT + 3)
     if history:
-        comps = sorted({c for h in history for c in h["scores"]})
-        fig, axes = plt.subplots(1, len(comps), figsize=(5.5 * len(comps), 4), squeeze=False)
-        for ax, comp in zip(axes[0], comps, strict=True):
-            ops = sorted({op for h in history for op in h["scores"].get(comp, {})})
-            for op in ops:
-                xs = [h["epoch"] + 1 for h in history if op in h["scores"].get(comp, {})]
-                ys = [h["scores"][comp][op] for h in history if op in h["scores"].get(comp, {})]
-                ax.plot(xs, ys, marker="o", ms=2, lw=0.8, label=op)
-            ax.set_title(f"{comp}: op scores over epochs", fontsize=9)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("mean probability over layers")
-            if len(ops) <= 12:
-                ax.legend(fontsize=6)
-        written.append(_save(fig, out / "score_history.png"))
-    return written
+        ax_ap.legend(fontsize=FONT, frameon=False)
+    fig.suptitle(f"{run_name(run)}: training", fontsize=FONT + 4)
+    return fig
 
 
-def _save(fig: Any, out: str | os.PathLike[str]) -> Path:
-    """Save through a temporary file so that a failed plot leaves nothing half-written."""
+# ---------------------------------------------------------------- several runs
+
+
+def plot_compare(runs: list[Path], out: str | os.PathLike[str], force: bool = False, dpi: int = DPI) -> Path:
+    """AP (best validation epoch) against MACs (each run's own input size) for several train runs."""
+    from hitdet.compare import summarise_all
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
-    try:
-        fig.savefig(tmp, dpi=130, bbox_inches="tight")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-        fig.clf()
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-    return out
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out}: expected a .png file")
+    check_free([out], force)
+    rows = summarise_all(runs)
+    fig = _figure(6.5, 4.6)
+    ax = fig.add_subplot(1, 1, 1)
+    shown = [r for r in rows if r.ap is not None]
+    for r in shown:
+        ax.scatter([r.macs / 1e9], [100 * r.ap], s=30, zorder=3)
+        h, w = r.input_size
+        ax.annotate(f"{r.name}\n{r.params / 1e6:.2f}M params, {h}x{w}", (r.macs / 1e9, 100 * r.ap),
+                    textcoords="offset points", xytext=(5, 4), fontsize=FONT)
+    macs = [r.macs for r in shown]
+    if macs and max(macs) > 10 * min(macs):
+        ax.set_xscale("log")
+    missing = [r.name for r in rows if r.ap is None]
+    if missing:
+        ax.text(0.0, -0.18, f"no validation epoch yet: {', '.join(missing)}", transform=ax.transAxes, fontsize=FONT)
+    ax.margins(x=0.25, y=0.2)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=FONT)
+    ax.set_xlabel("GMACs (multiply-accumulates at each run's own padded input size)", fontsize=FONT + 1)
+    ax.set_ylabel("AP x 100 (best validation epoch)", fontsize=FONT + 1)
+    ax.set_title("accuracy against cost", fontsize=FONT + 3)
+    return _save(fig, out, dpi)

@@ -315,12 +315,7 @@ def resolve_sub_spaces(spec: str) -> dict[str, list[str]] | None:
 def _input_size(cfg: SearchConfig, settings: Any) -> tuple[int, int]:
     if cfg.input_size is not None:
         return cfg.input_size[0], cfg.input_size[1]
-    div = settings.size_divisible
-
-    def pad(v: int) -> int:
-        return -(-v // div) * div
-
-    return pad(settings.min_size), pad(settings.max_size)
+    return settings.padded_size()
 
 
 def run_search(

@@ -57,6 +57,14 @@ class DetectorSettings:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def padded_size(self) -> tuple[int, int]:
+        """(H, W): ``min_size`` and ``max_size`` rounded up to ``size_divisible``, the largest batch input.
+
+        The size costs are priced at when nothing else is said (the search penalty, ``hitdet info``).
+        """
+        div = self.size_divisible
+        return -(-self.min_size // div) * div, -(-self.max_size // div) * div
+
 
 def anchor_generator(num_levels: int, base: int = 32) -> AnchorGenerator:
     """One anchor size per level (base, 2*base, ...) x three aspect ratios."""

@@ -478,7 +478,10 @@ class HitDetLightningModule(DartsLightningModule):
         if self.settings.screening and self._arch_on():
             self.screen()
         if self.settings.log_heatmaps:
-            logs.log_heatmaps(self.logger, self.components, self.probs(), self.active(), self.trainer.current_epoch)
+            logs.log_heatmaps(
+                self.logger, self.components, self.probs(), self.active(), self.trainer.current_epoch,
+                self.initial_columns, self.events,
+            )
         return super().on_train_epoch_end()
 
     def on_train_end(self) -> None:

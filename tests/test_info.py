@@ -54,10 +54,32 @@ def test_info_json(tmp_path, capsys):
 
 
 def test_info_table_on_preset(capsys):
-    assert main(["info", "hit-detector"]) == 0
+    assert main(["info", "hit-detector", "--input-size", "800x1216", "--rois", "1000"]) == 0
     out = capsys.readouterr().out
     assert "MACs" in out and "800x1216" in out and "1000 RoIs" in out
     assert "27.12" in out.splitlines()[-1]
+
+
+def test_info_defaults_to_the_architectures_own_input_size_and_rois(tmp_path, capsys):
+    """A small run's architecture is priced at its own detector sizes, not at COCO's 800x1216."""
+    from dataclasses import replace
+
+    arch = tiny_arch()
+    settings = replace(arch.settings, min_size=100, max_size=150, size_divisible=32, rpn_post_nms_top_n_test=37)
+    arch = replace(arch, settings=settings)
+    path = arch.save(tmp_path / "small.json")
+    size = (128, 160)  # 100 and 150 rounded up to multiples of 32
+    assert main(["info", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    cost = detector_cost(arch.structure, arch.sample(), arch.settings.num_classes, size, 37)
+    assert out["macs"]["total"] == cost["total"].macs
+    assert main(["info", str(path)]) == 0
+    assert "input 128x160, 37 RoIs" in capsys.readouterr().out
+    # an explicit --input-size still wins
+    assert main(["info", str(path), "--json", "--input-size", "64x96"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = detector_cost(arch.structure, arch.sample(), arch.settings.num_classes, (64, 96), 37)
+    assert out["macs"]["total"] == expected["total"].macs
 
 
 @pytest.mark.parametrize(

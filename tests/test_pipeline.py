@@ -57,7 +57,7 @@ def test_plot_architecture_and_run(demo, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["plot", str(out / "screen"), "--out", str(tmp_path / "screen")]) == 0
     written = sorted(p.name for p in (tmp_path / "screen").iterdir())
-    assert written == ["alpha_backbone.png", "alpha_head.png", "alpha_neck.png", "score_history.png"]
+    assert written == ["alpha.png", "score_history.png"]
 
 
 def test_search_on_released_neck_sub_space_via_cli(demo, tmp_path):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from hitdet.arch_cost import architecture_cost
 from hitdet.architecture import load_architecture
 from hitdet.errors import UserError
-from search_spaces.costs import COMPONENTS, detector_cost
+from search_spaces.costs import COMPONENTS
 
 LABELS = {"backbone": "backbone", "neck": "neck", "rpn": "RPN", "head": "RoI head", "total": "total"}
 
@@ -29,29 +30,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--input-size",
         type=parse_size,
-        default=(800, 1216),
         metavar="HxW",
-        help="padded input size (default 800x1216: 800x1200 padded to a multiple of 32)",
+        help="padded input size (default: the architecture's own detector min_size x max_size, each padded to "
+        "size_divisible; 800x1344 for hit-detector)",
     )
-    p.add_argument("--rois", type=int, default=1000, help="RoIs the head runs on (default 1000, the test setting)")
+    p.add_argument(
+        "--rois",
+        type=int,
+        help="RoIs the head runs on (default: the architecture's rpn_post_nms_top_n_test, 1000 for hit-detector)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object {params, macs}")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.rois < 0:
+    if args.rois is not None and args.rois < 0:
         raise UserError(f"--rois must be >= 0, got {args.rois}")
     arch = load_architecture(args.arch)
-    cost = detector_cost(
-        arch.structure, arch.sample(), arch.settings.num_classes, args.input_size, args.rois, arch.detector_type
-    )
+    cost, size, rois = architecture_cost(arch, args.input_size, args.rois)
     keys = [*COMPONENTS, "total"]
     if args.json:
         print(json.dumps({"params": {k: cost[k].params for k in keys}, "macs": {k: cost[k].macs for k in keys}}))
         return 0
-    h, w = args.input_size
+    h, w = size
     print(f"{arch.name or args.arch}: {arch.detector_type}, {arch.settings.num_classes} classes (incl. background)")
-    print(f"input {h}x{w}, {args.rois} RoIs; MACs are multiply-accumulates (1 MAC = 2 FLOPs)")
+    print(f"input {h}x{w}, {rois} RoIs; MACs are multiply-accumulates (1 MAC = 2 FLOPs)")
     print(f"{'component':<10} {'params':>14} {'params (M)':>11} {'MACs (G)':>10}")
     for k in keys:
         if k == "total":

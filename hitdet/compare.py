@@ -1,0 +1,74 @@
+"""Several train runs side by side: size, cost and accuracy (``hitdet compare``, ``hitdet plot --compare``).
+
+A run's MACs and parameters come from its own ``architecture.json`` at its own input size and RoI
+count (:func:`hitdet.arch_cost.architecture_cost`, as ``hitdet info`` prints them); its AP and
+AP50 are those of the best validation epoch in ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hitdet.arch_cost import architecture_cost
+from hitdet.architecture import load_architecture
+from hitdet.errors import UserError
+from hitdet.run_files import read_metrics, run_name
+
+
+@dataclass
+class RunSummary:
+    name: str
+    params: int
+    macs: int
+    ap: float | None  # None while no epoch has finished
+    ap50: float | None
+    input_size: tuple[int, int]
+    rois: int
+
+
+def summarise(run: Path) -> RunSummary:
+    """One train run's row; a one-line error when the folder is not a train run or a file is damaged."""
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(f"{run}: no such run folder")
+    arch_path = run / "architecture.json"
+    if not arch_path.is_file():
+        raise UserError(f"{arch_path}: no such file (not a train run folder)")
+    arch = load_architecture(arch_path)
+    metrics = read_metrics(run)
+    best = metrics.get("best")
+    if best is None and metrics["history"]:  # a run still training: its best epoch so far
+        best = max(metrics["history"], key=lambda h: h.get("AP", float("-inf")))
+    cost, size, rois = architecture_cost(arch)
+    ap = best.get("AP") if best else None
+    ap50 = best.get("AP50") if best else None
+    return RunSummary(run_name(run), cost["total"].params, cost["total"].macs, ap, ap50, size, rois)
+
+
+def summarise_all(runs: list[Path]) -> list[RunSummary]:
+    """Rows in the given order; names made unique by their parent folder when two runs share one."""
+    rows = [summarise(Path(r)) for r in runs]
+    names = [row.name for row in rows]
+    for row, run in zip(rows, runs, strict=True):
+        if names.count(row.name) > 1:
+            row.name = f"{Path(run).resolve().parent.name}/{row.name}"
+    return rows
+
+
+def format_table(rows: list[RunSummary]) -> str:
+    """A fixed-width text table: name, params, MACs, AP, AP50 (and the size MACs were counted at)."""
+    width = max([len("run"), *(len(r.name) for r in rows)])
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    lines = [f"{'run':<{width}} {'params (M)':>10} {'MACs (G)':>9} {'AP':>6} {'AP50':>6}  input, RoIs"]
+    for r in rows:
+        h, w = r.input_size
+        lines.append(
+            f"{r.name:<{width}} {r.params / 1e6:>10.2f} {r.macs / 1e9:>9.2f} {pct(r.ap):>6} {pct(r.ap50):>6}"
+            f"  {h}x{w}, {r.rois}"
+        )
+    lines.append("AP, AP50: best validation epoch (COCO AP x 100); MACs at each run's own padded input size")
+    return "\n".join(lines)
