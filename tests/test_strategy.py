@@ -506,7 +506,7 @@ def test_guards_non_affine_bn_and_skip_drop_path() -> None:
     module.set_model(space)
     module.prepare()
     for label, group in module.layers.items():
-        for name, cand in group[0].candidate_modules():
+        for _name, cand in group[0].candidate_modules():
             for m in cand.modules():
                 if isinstance(m, nn.BatchNorm2d):
                     assert m.weight is None and m.bias is None and not m.affine
