@@ -59,6 +59,7 @@ def _stage(name: str, timings: dict[str, float], fn: Callable[[], Any]) -> Any:
 def run_demo(out: str | Path, force: bool = False, settings: DemoSettings | None = None,
              progress: bool = True) -> dict[str, Any]:
     """Run every stage into ``out``; returns (and writes to ``out/summary.json``) the summary."""
+    from hitdet.arch_cost import architecture_cost
     from hitdet.architecture import load_architecture
     from hitdet.builder import build_detector
     from hitdet.data import SynthSpec, load_split, write_synthetic
@@ -68,7 +69,6 @@ def run_demo(out: str | Path, force: bool = False, settings: DemoSettings | None
     from hitdet.training.config import load_config
     from hitdet.training.runner import architecture_categories, train
     from hitdet.training.weights import load_weights
-    from search_spaces.costs import detector_cost
 
     s = settings or DemoSettings()
     out = Path(out)
@@ -102,17 +102,14 @@ def run_demo(out: str | Path, force: bool = False, settings: DemoSettings | None
 
     metrics = _stage("eval", timings, evaluate)
     trained_arch = load_architecture(out / "train" / "architecture.json")
-    st = trained_arch.settings
-    size = (st.min_size, st.max_size)
-    cost = detector_cost(trained_arch.structure, trained_arch.sample(), st.num_classes, size,
-                         st.rpn_post_nms_top_n_test)
+    cost, size, rois = architecture_cost(trained_arch)  # as hitdet info counts it
     summary = {
         "sub_spaces": screen["kept"],
         "architecture": trained_arch.sample(),
         "params": cost["total"].params,
         "macs": cost["total"].macs,
         "macs_input": list(size),
-        "macs_rois": st.rpn_post_nms_top_n_test,
+        "macs_rois": rois,
         "decisiveness": arch.metadata.get("decisiveness"),
         "AP": metrics["AP"],
         "AP50": metrics["AP50"],
