@@ -75,9 +75,9 @@ SCALES: dict[str, Scale] = {
     # one GPU: more data, 2x the input size, 1/4 width, full epochs.
     "gpu": Scale(
         train_images=2000, val_images=400, k=8, accelerator="gpu",
-        screen=["train.epochs=8", "strategy.arch_start_epoch=3", "train.width=0.25",
+        screen=["structure=released", "train.epochs=8", "strategy.arch_start_epoch=3", "train.width=0.25",
                 "train.detector.min_size=256", "train.detector.max_size=320", "train.detector.anchor_base=32"],
-        search=["train.epochs=8", "strategy.arch_start_epoch=3", "train.width=0.25",
+        search=["structure=released", "train.epochs=8", "strategy.arch_start_epoch=3", "train.width=0.25",
                 "train.detector.min_size=256", "train.detector.max_size=320", "train.detector.anchor_base=32"],
         train=["epochs=12", "milestones=[8, 11]", "detector.min_size=256", "detector.max_size=320",
                "detector.anchor_base=32"],
