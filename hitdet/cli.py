@@ -26,6 +26,8 @@ COMMAND_MODULES = [
     "hitdet.commands.eval",
     "hitdet.commands.pretrain",
     "hitdet.commands.plot",
+    "hitdet.commands.predict",
+    "hitdet.commands.export",
 ]
 
 
@@ -35,7 +37,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hitdet import __version__
+
     parser = _Parser(prog="hitdet", description="Hit-Detector: trinity architecture search for object detection.")
+    parser.add_argument("--version", action="version", version=f"hitdet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMAND_MODULES:
