@@ -1,9 +1,8 @@
 """Exported detectors (TorchScript, ONNX) give the eager detector's detections on the same images.
 
 Two architectures: the released preset at 1/8 width (``tiny_arch``) and a searched-style sample of the
-tiny trinity structure with skip, sep, conv and grouped inverted-residual ops. Their weights are random,
-with the box predictor drawn wider than torchvision's init so that scores spread out (all-equal
-scores would make the comparison depend on how ties sort, not on the export).
+tiny trinity structure with skip, sep, conv and grouped inverted-residual ops. Their weights are random
+(``spread_scores``: scores that differ, so the comparison does not hinge on how ties sort).
 
 Stated tolerances: labels equal; boxes within 1e-3 px and scores within 1e-4 (ONNX runs other
 kernels than PyTorch); TorchScript runs PyTorch's own kernels, so within 1e-5.
@@ -23,7 +22,9 @@ from hitdet.builder import build_detector
 from hitdet.cli import main
 from hitdet.exporting import export_onnx, export_torchscript, load_torchscript, onnx_detections, onnx_session
 from hitdet.training.weights import save_weights
-from tests.helpers import SETTINGS, TINY, tiny_arch
+from tests.helpers import SETTINGS, TINY, spread_scores, tiny_arch
+
+pytestmark = pytest.mark.filterwarnings("ignore:RCNN always returns:UserWarning")
 
 ONNX_BOX_ATOL, ONNX_SCORE_ATOL = 1e-3, 1e-4
 SCRIPT_ATOL = 1e-5
@@ -38,15 +39,6 @@ def searched_arch() -> Architecture:
 
 
 ARCHS = {"preset": tiny_arch, "searched": searched_arch}
-
-
-def spread_scores(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Random weights whose class scores differ clearly between boxes (see the module docstring)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in (model.roi_heads.box_predictor.cls_score, model.roi_heads.box_predictor.bbox_pred):
-            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * 0.05)
-    return model.eval()
 
 
 def images(count: int, size: tuple[int, int], seed: int) -> list[torch.Tensor]:
