@@ -11,7 +11,8 @@ What each format takes and returns:
   3xHxW in [0, 1], any sizes; as every scripted torchvision detector it returns a tuple
   ``(losses, detections)``, detections a list of ``{"boxes", "labels", "scores"}``. The
   architecture JSON is the extra file ``architecture.json``.
-- **ONNX** (opset 11 or later, ``torch.onnx.export`` of the traced model): one image
+- **ONNX** (two-stage detectors only: torchvision's RetinaNet post-processing does not trace to
+  a graph that gives PyTorch's detections; opset 11 or later, ``torch.onnx.export`` of the traced model): one image
   ``image`` of the fixed size 3xHxW given at export (``input_size``); outputs ``boxes``
   (Nx4 xyxy, pixels of the input image), ``labels`` (N, int64) and ``scores`` (N). N varies per
   image; the image size and the batch of one are fixed. The architecture JSON is the metadata
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torchvision.models.detection import RetinaNet
 
 from hitdet.architecture import Architecture
 from hitdet.errors import UserError
@@ -101,6 +103,9 @@ def export_onnx(
     torchvision's detectors trace their ONNX-specific code paths (resize, anchors, NMS) when
     exported, so the graph keeps the variable number of detections; the input size is fixed.
     """
+    if isinstance(model, RetinaNet):
+        raise UserError("ONNX export: only the two-stage detector (faster_rcnn) exports to ONNX with outputs equal to "
+                        "PyTorch's; export the one-stage retinanet as TorchScript (--format torchscript)")
     if opset < MIN_ONNX_OPSET:
         raise UserError(f"--opset: torchvision detectors need ONNX opset {MIN_ONNX_OPSET} or later, got {opset}")
     path = Path(path)

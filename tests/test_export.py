@@ -10,6 +10,7 @@ kernels than PyTorch); TorchScript runs PyTorch's own kernels, so within 1e-5.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from hitdet.architecture import Architecture
 from hitdet.builder import build_detector
 from hitdet.cli import main
+from hitdet.errors import UserError
 from hitdet.exporting import export_onnx, export_torchscript, load_torchscript, onnx_detections, onnx_session
 from hitdet.training.weights import save_weights
 from tests.helpers import SETTINGS, TINY, spread_scores, tiny_arch
@@ -101,6 +103,21 @@ def test_onnx_file_takes_only_its_fixed_size(tmp_path: Path) -> None:
     session = onnx_session(path)
     with pytest.raises(Exception, match="(?i)dimension"):
         onnx_detections(session, images(1, (SIZE[0] + 8, SIZE[1]), seed=5)[0])
+
+
+def test_one_stage_detector_scripts_and_refuses_onnx(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    arch = dataclasses.replace(tiny_arch(), detector_type="retinanet")
+    model = build_detector(arch).eval()
+    model.score_thresh = 0.0  # random weights score below RetinaNet's 0.05: keep every box to compare
+    scripted, _ = load_torchscript(export_torchscript(model, tmp_path / "retinanet.pt", arch))
+    batch = images(2, SIZE, seed=8)
+    with torch.no_grad():
+        for g, w in zip(scripted(batch)[1], model(batch), strict=True):
+            assert_same(g, w, SCRIPT_ATOL, SCRIPT_ATOL)
+    with pytest.raises(UserError, match="only the two-stage detector"):
+        export_onnx(model, tmp_path / "retinanet.onnx", SIZE, arch)
+    assert not (tmp_path / "retinanet.onnx").exists()
 
 
 def test_cli_export_writes_the_trained_weights_and_keeps_an_existing_file(
