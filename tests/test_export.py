@@ -143,3 +143,22 @@ def test_cli_export_writes_the_trained_weights_and_keeps_an_existing_file(
     assert len(err) == 1 and "file exists" in err[0] and "--force" in err[0]
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arch.json", "detector.pt", "w.pt"]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--format", "onnx", "--opset", "10"], "opset 11 or later"),
+    (["--out", "{tmp}"], "is a folder"),
+    (["--weights", "{tmp}/missing.pt"], "weights file not found"),
+])
+def test_cli_export_bad_input_exits_2_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    tiny_arch().save(tmp_path / "arch.json")
+    save_weights(tmp_path / "w.pt", build_detector(tiny_arch()).state_dict())
+    args = ["export", str(tmp_path / "arch.json"), "--weights", str(tmp_path / "w.pt"),
+            "--out", str(tmp_path / "d.onnx"), *(a.replace("{tmp}", str(tmp_path)) for a in extra)]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arch.json", "w.pt"]
