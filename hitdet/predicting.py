@@ -202,7 +202,7 @@ def write_predictions(
             detections.extend(coco_results(kept, record, categories))
             if draw:
                 (tmp / "drawn").mkdir(exist_ok=True)
-                draw_detections(image, kept, categories).save(tmp / "drawn" / drawn_name(record, taken))
+                draw_detections(image, kept, categories).save(tmp / "drawn" / drawn_name(record, taken), quality=95)
         write_json_atomic(tmp / "detections.json", detections)
         write_json_atomic(tmp / "images.json", {
             "images": [r.to_dict() for r in records], "categories": list(categories),
