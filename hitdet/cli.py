@@ -27,6 +27,8 @@ COMMAND_MODULES = [
     "hitdet.commands.pretrain",
     "hitdet.commands.plot",
     "hitdet.commands.compare",
+    "hitdet.commands.predict",
+    "hitdet.commands.export",
 ]
 
 
@@ -36,7 +38,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hitdet import __version__
+
     parser = _Parser(prog="hitdet", description="Hit-Detector: trinity architecture search for object detection.")
+    parser.add_argument("--version", action="version", version=f"hitdet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMAND_MODULES:

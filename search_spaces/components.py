@@ -117,16 +117,25 @@ class PANetNeck(nn.Module):
             nn.Conv2d(channels, channels, 3, padding=1) for _ in range(len(in_channels) - 1)
         )
 
-    def forward(self, feats: Sequence[torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
-        lat = [cell(f) for cell, f in zip(self.laterals, feats, strict=True)]
-        top_down = [lat[-1]]
-        for x in reversed(lat[:-1]):
+    def forward(self, feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        # Written for TorchScript as well as eager mode (``hitdet export``): indexed loops over
+        # the ModuleLists instead of zip/reversed, and a Dict[str, Tensor] as torchvision's FPN returns.
+        lat: list[torch.Tensor] = []
+        for i, cell in enumerate(self.laterals):
+            lat.append(cell(feats[i]))
+        top_down: list[torch.Tensor] = [lat[-1]]
+        for i in range(len(lat) - 2, -1, -1):
+            x = lat[i]
             top_down.insert(0, x + F.interpolate(top_down[0], size=x.shape[-2:], mode="nearest"))
-        outs = [cell(p) for cell, p in zip(self.outs, top_down, strict=True)]
-        bottom_up = [outs[0]]
-        for conv, o in zip(self.bottom_up, outs[1:], strict=True):
-            bottom_up.append(conv(F.max_pool2d(bottom_up[-1], 2, 2, ceil_mode=True) + o))
-        result = OrderedDict((str(i), n) for i, n in enumerate(bottom_up))
+        outs: list[torch.Tensor] = []
+        for i, cell in enumerate(self.outs):
+            outs.append(cell(top_down[i]))
+        bottom_up: list[torch.Tensor] = [outs[0]]
+        for i, conv in enumerate(self.bottom_up):
+            bottom_up.append(conv(F.max_pool2d(bottom_up[-1], 2, 2, ceil_mode=True) + outs[i + 1]))
+        result: dict[str, torch.Tensor] = OrderedDict()
+        for i, n in enumerate(bottom_up):
+            result[str(i)] = n
         if self.extra_level:
             result["pool"] = F.max_pool2d(bottom_up[-1], 1, 2)
         return result
@@ -156,7 +165,7 @@ class BackboneWithNeck(nn.Module):
         self.neck = neck
         self.out_channels = neck.out_channels
 
-    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.neck(self.body(x))
 
 

@@ -2,7 +2,7 @@
 
 :func:`detector_cost` prices one fixed architecture (``hitdet info``) from the searched
 positions of :mod:`search_spaces.positions` (which the FLOPs penalty of the search prices
-too) plus the fixed layers around them. Counts follow op-pool.md: BatchNorm affine and biases are parameters;
+too) plus the fixed layers around them. Counts follow docs/op-pool.md: BatchNorm affine and biases are parameters;
 MACs count convolutions and linear layers only.
 """
 

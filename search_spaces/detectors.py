@@ -1,9 +1,9 @@
 """Whole detectors composed from the component skeletons (torch + torchvision only).
 
 The two-stage Hit-Detector is a torchvision ``FasterRCNN`` with injected backbone+neck,
-RPN, RoI pooling, searched box head and class-specific predictor, configured as in
-shared/reference/hit-detector.md. The fixed builder and the trinity search space both call
-:func:`faster_rcnn` with different block factories. The one-stage variant (paper Table 6) is a
+RPN, RoI pooling, searched box head and class-specific predictor, configured as in the paper
+(Guo et al., CVPR 2020; docs/hit-detector.md). The fixed builder and the trinity search space
+both call :func:`faster_rcnn` with different block factories. The one-stage variant (paper Table 6) is a
 torchvision ``RetinaNet`` on the same backbone and neck with searched head towers
 (:func:`retinanet`, :func:`retinanet_kwargs`).
 """
@@ -29,7 +29,7 @@ ANCHOR_RATIOS = (0.5, 1.0, 2.0)
 
 @dataclass
 class DetectorSettings:
-    """Input sizing, RPN and RoI settings; defaults are the paper's (hit-detector.md)."""
+    """Input sizing, RPN and RoI settings; defaults are the paper's (docs/hit-detector.md)."""
 
     num_classes: int = 81  # including background
     min_size: int = 800

@@ -1,6 +1,6 @@
 """Export a search space as an NNI HPO search-space JSON, for ``nnictl`` experiments.
 
-``nnictl`` cannot run NAS-type experiments with NNI 3.0 (shared/reference/nni-3.0-notes.md),
+``nnictl`` cannot run NAS-type experiments with NNI 3.0 (they start only from Python),
 so architecture search under nnictl is an HPO experiment whose search space has one
 ``{"_type": "choice", "_value": [ops]}`` per searched label; the trial script reads the sample
 with ``nni.get_next_parameter()`` and builds the fixed detector from it. No NNI import here.

@@ -1,4 +1,4 @@
-"""The 32-op candidate pool (shared/reference/op-pool.md) with analytic costs.
+"""The 32-op candidate pool (docs/op-pool.md) with analytic costs.
 
 Torch only: the fixed detector builder imports this module without NNI.
 Every op is described by an :class:`OpSpec` (decoded from its name, the way timm
@@ -81,7 +81,7 @@ def parse_op_name(name: str) -> OpSpec:
     )
 
 
-# The pool, in the order of op-pool.md. This list is the contract.
+# The pool, in the order of docs/op-pool.md. This list is the contract.
 OP_NAMES: tuple[str, ...] = (
     "ir_k3_e1", "ir_k3_e1_d2", "ir_k3_e1_d3", "ir_k3_e3", "ir_k3_e3_d2", "ir_k3_e3_d3",
     "ir_k3_e6", "ir_k3_e6_d2", "ir_k3_e6_d3", "ir_k3_e1_g2",
@@ -128,7 +128,7 @@ class ChannelShuffle(nn.Module):
 
 
 class PoolOp(nn.Module):
-    """A pool op: a sequential body plus the residual rule of op-pool.md."""
+    """A pool op: a sequential body plus the residual rule of docs/op-pool.md."""
 
     def __init__(self, spec: OpSpec, body: nn.Module, residual: bool) -> None:
         super().__init__()
@@ -163,7 +163,7 @@ def _spec(op: str | OpSpec) -> OpSpec:
 
 
 def build_op(name: str | OpSpec, in_channels: int, out_channels: int, stride: int = 1) -> nn.Module:
-    """Build one pool op as an ``nn.Module`` (op-pool.md, "Construction")."""
+    """Build one pool op as an ``nn.Module`` (docs/op-pool.md, "Construction")."""
     spec = _spec(name)
     cin, cout = in_channels, out_channels
     if cin < 1 or cout < 1 or stride < 1:

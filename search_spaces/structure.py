@@ -49,7 +49,7 @@ def _stage(channels: int, depth: int, stride: int = 2) -> tuple[Slot, ...]:
     return tuple(Slot(channels, stride if i == 0 else 1) for i in range(depth))
 
 
-# The released Hit-Detector (shared/reference/hit-detector.md): 4+4+8+4 searched blocks, the
+# The released Hit-Detector (Guo et al., CVPR 2020; docs/hit-detector.md): 4+4+8+4 searched blocks, the
 # stride-16 stage widening from 184 to 256 channels halfway, and a fixed 2-layer tail to 2048.
 RELEASED_STAGES: tuple[tuple[Slot, ...], ...] = (
     _stage(48, 4),

@@ -24,7 +24,7 @@ from typing import Any
 FORMAT = "hitdet-subspaces"
 VERSION = 1
 
-# The neck sub search space the authors released (shared/reference/hit-detector.md); the
+# The neck sub search space the authors released (Guo et al., CVPR 2020; docs/hit-detector.md); the
 # backbone and head sub spaces were not released.
 PAPER_NECK_SUB_SPACE: tuple[str, ...] = (
     "conv_k1", "ir_k3_e6_d3", "ir_k5_e6", "ir_k5_e6_d3", "sep_k3", "sep_k3_d3", "sep_k5_d2", "sep_k5_d3",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import torch
+
 from hitdet.architecture import Architecture, load_architecture
 from search_spaces.detectors import DetectorSettings
 from search_spaces.structure import DetectorStructure
@@ -38,3 +40,17 @@ def tiny_arch(width: float = 0.125, num_classes: int = 4, size: int = 64) -> Arc
         box_batch_size_per_image=32,
     )
     return replace(arch, structure=arch.structure.scaled(width), settings=settings, name="tiny")
+
+
+def spread_scores(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """``model`` in eval mode with its box predictor redrawn: class logits of a few units, small box deltas.
+
+    Why: a detector with random weights scores every box about 1/K, and comparisons of two
+    runs (eager vs exported, CLI vs direct) would then depend on how near-ties sort.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        predictor = model.roi_heads.box_predictor
+        for layer, scale in ((predictor.cls_score, 20.0), (predictor.bbox_pred, 0.05)):
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * scale)
+    return model.eval()

@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from search_spaces import OP_NAMES, OPS, build_op, op_cost
 
-# The contract, typed from shared/reference/op-pool.md (not imported from the code under test).
+# The contract, typed from docs/op-pool.md (not imported from the code under test).
 CONTRACT = """
 ir_k3_e1 ir_k3_e1_d2 ir_k3_e1_d3 ir_k3_e3 ir_k3_e3_d2 ir_k3_e3_d3 ir_k3_e6 ir_k3_e6_d2 ir_k3_e6_d3
 ir_k3_e1_g2 ir_k5_e1 ir_k5_e1_d2 ir_k5_e1_d3 ir_k5_e3 ir_k5_e6 ir_k5_e6_d2 ir_k5_e6_d3 ir_k5_e1_g2

@@ -128,6 +128,11 @@ def load_rgb(path: Path, record: str) -> Image.Image:
         raise DataError(f"{path}: cannot decode image ({record}): {exc}") from None
 
 
+def image_tensor(img: Image.Image) -> torch.Tensor:
+    """An RGB image as the float 3xHxW tensor in [0, 1] every detector here takes."""
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)
+
+
 class CocoDetection(Dataset):
     """A COCO-format dataset giving ``(image, target)`` pairs for torchvision detectors.
 
@@ -231,7 +236,7 @@ class CocoDetection(Dataset):
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
         img = load_rgb(self.images_dir / info["file_name"], f"image id {image_id}")
-        image = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)
+        image = image_tensor(img)
         target = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in self._targets[index].items()}
         if self.transforms is not None:
             image, target = self.transforms(image, target)

@@ -4,7 +4,7 @@ Why aspect-ratio grouping: the detector pads every image of a batch to the large
 mixing landscape and portrait images wastes compute on padding (mmdetection and torchvision's
 reference scripts group the same way).
 Why a fixed split: the search trains weights on one half of the training set and the
-architecture on the other (first-order DARTS, shared/reference/hit-detector.md); the halves
+architecture on the other (first-order DARTS, as in the paper; docs/hit-detector.md); the halves
 must be disjoint and identical between runs, processes and machines.
 """
 

@@ -25,9 +25,11 @@ Layout written (the same as COCO's, with ``train``/``val`` split names)::
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,6 +295,29 @@ def check_output_dir(out: Path, force: bool) -> None:
         raise UserError(f"{out}: folder exists and is not empty (use --force to replace it)")
 
 
+@contextlib.contextmanager
+def staged_output_dir(out: Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder of ``out`` and rename it to ``out`` when the block succeeds.
+
+    Why: a command killed or failing half-way leaves no half-written output folder behind (the
+    temporary one is removed on error). An existing ``out`` is replaced only on success; call
+    :func:`check_output_dir` first.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_synthetic(out: str | os.PathLike[str], spec: SynthSpec | None = None, force: bool = False) -> Path:
     """Write the synthetic dataset to ``out``: deterministic for ``spec.seed``.
 
@@ -307,18 +332,7 @@ def write_synthetic(out: str | os.PathLike[str], spec: SynthSpec | None = None, 
         )
     out = Path(out)
     check_output_dir(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with staged_output_dir(out) as tmp:
         for split, count in zip(SPLITS, (spec.num_train, spec.num_val), strict=True):
             _write_split(tmp, split, count, spec)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
