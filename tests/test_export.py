@@ -26,7 +26,7 @@ from hitdet.exporting import export_onnx, export_torchscript, load_torchscript, 
 from hitdet.training.weights import save_weights
 from tests.helpers import SETTINGS, TINY, spread_scores, tiny_arch
 
-pytestmark = pytest.mark.filterwarnings("ignore:RCNN always returns:UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:.*always returns a .Losses, Detections. tuple:UserWarning")
 
 ONNX_BOX_ATOL, ONNX_SCORE_ATOL = 1e-3, 1e-4
 SCRIPT_ATOL = 1e-5
