@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 MODES = ("search", "screen")
+MIXED_OPS = ("full", "recompute", "sample")  # strategies.mixed: how a layer combines its candidates
 DATA_SPLITS = ("half", "train_val")
 
 
@@ -33,6 +34,8 @@ class SearchSettings:
     freeze_weights_in_arch_step: bool = True
     log_heatmaps: bool = True
     sub_spaces: dict[str, list[str]] | None = field(default=None)
+    mixed_op: str = "full"
+    sample_k: int = 2
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -49,6 +52,10 @@ class SearchSettings:
             raise ValueError(f"penalty_lambda must be >= 0, got {self.penalty_lambda}")
         if self.mu < 0:
             raise ValueError(f"mu must be >= 0, got {self.mu}")
+        if self.mixed_op not in MIXED_OPS:
+            raise ValueError(f"mixed_op must be one of {MIXED_OPS}, got {self.mixed_op!r}")
+        if self.sample_k < 1:
+            raise ValueError(f"sample_k must be at least 1, got {self.sample_k}")
         if self.screen_components is not None:
             self.screen_components = tuple(self.screen_components)
 

@@ -63,6 +63,11 @@ class HitDetStrategy(DARTS):
         dataset (even / odd indices); ``"train_val"``: NNI's way, alphas on the val loader.
     freeze_weights_in_arch_step
         Skip the weight gradients during the architecture step (they are discarded anyway).
+    mixed_op, sample_k
+        How each searched layer combines its candidates: ``"full"`` (DARTS's weighted sum),
+        ``"recompute"`` (the same sum and gradients, one candidate's activations alive at a
+        time, each candidate run twice) or ``"sample"`` (``sample_k`` candidates drawn per step;
+        :mod:`strategies.sampling` documents the estimator and its bias).
     """
 
     def __init__(
@@ -83,6 +88,8 @@ class HitDetStrategy(DARTS):
         gradient_clip_val: float | None = None,
         freeze_weights_in_arch_step: bool = True,
         log_heatmaps: bool = True,
+        mixed_op: str = "full",
+        sample_k: int = 2,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("penalty") is not None:
@@ -110,6 +117,8 @@ class HitDetStrategy(DARTS):
             freeze_weights_in_arch_step=freeze_weights_in_arch_step,
             log_heatmaps=log_heatmaps,
             sub_spaces=_normalise_subspaces(sub_spaces),
+            mixed_op=mixed_op,
+            sample_k=sample_k,
         )
 
     @classmethod
@@ -147,6 +156,9 @@ class HitDetStrategy(DARTS):
     def mutate_model(self, model: Any) -> Any:
         """Build the supernet in place, then remove the ops outside ``sub_spaces``."""
         model = super().mutate_model(model)
+        for m in model.modules():
+            if isinstance(m, HitDetMixedLayer):
+                m.set_mixed_op(self.settings.mixed_op, self.settings.sample_k)
         subs = self.settings.sub_spaces
         if subs:
             layers = [m for m in model.modules() if isinstance(m, HitDetMixedLayer)]
