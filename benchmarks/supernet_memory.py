@@ -56,9 +56,19 @@ MODES = ("full", "recompute", "sample")
 GPUS = (("V100 16 GB", 16), ("V100 32 GB", 32), ("A100/H100 80 GB", 80), ("H200 141 GB", 141))
 
 
-def paper_rois(size: int) -> int:
+def parse_size(text: str) -> tuple[int, int]:
+    """``"192"`` (square) or ``"800x1333"`` (height x width)."""
+    parts = [int(v) for v in str(text).lower().split("x")]
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 32:
+        raise argparse.ArgumentTypeError(f"size must be N or HxW with sides >= 32, got {text!r}")
+    return parts[0], parts[1]
+
+
+def paper_rois(size: tuple[int, int]) -> int:
     """RoIs per image at the paper's density (512 per 800x1333 image)."""
-    return max(4, round(PAPER_ROIS * size * size / (PAPER_SIZE[0] * PAPER_SIZE[1])))
+    return max(4, round(PAPER_ROIS * size[0] * size[1] / (PAPER_SIZE[0] * PAPER_SIZE[1])))
 
 
 def variants(modes: list[str]) -> list[dict[str, Any]]:
@@ -98,11 +108,12 @@ def worker(spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     pl.seed_everything(0, verbose=False)
     cuda = args.device == "cuda"
     steps = args.steps
-    rois = args.rois or paper_rois(args.size)
+    h, w = parse_size(args.size)
+    rois = args.rois or paper_rois((h, w))
     settings = DetectorSettings(
         num_classes=3,
-        min_size=args.size,
-        max_size=args.size,
+        min_size=min(h, w),
+        max_size=max(h, w),
         anchor_base=16,
         rpn_pre_nms_top_n_train=200,
         rpn_post_nms_top_n_train=max(64, rois),
@@ -145,14 +156,13 @@ def worker(spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
     class Boxes(torch.utils.data.Dataset):
         def __init__(self, n: int) -> None:
-            self.images = torch.rand(n, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+            self.images = torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(0))
 
         def __len__(self) -> int:
             return len(self.images)
 
         def __getitem__(self, i: int) -> Any:
-            s = args.size
-            box = torch.tensor([[s * 0.1 + i % 7, s * 0.2, s * 0.6 + i % 5, s * 0.8]])
+            box = torch.tensor([[w * 0.1 + i % 7, h * 0.2, w * 0.6 + i % 5, h * 0.8]])
             return self.images[i], {"boxes": box, "labels": torch.tensor([1 + i % 2])}
 
     def collate(batch: list[Any]) -> Any:
@@ -215,7 +225,7 @@ def worker(spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
         structure = full_structure.half_depth() if spec["depth"] == "half" else full_structure
         ops: Any = list(OP_NAMES) if spec["ops"] == 32 else SUB_SPACES
-        space = TrinitySpace(structure, ops, settings, input_size=(args.size, args.size), num_rois=rois)
+        space = TrinitySpace(structure, ops, settings, input_size=(h, w), num_rois=rois)
         evaluator = Lightning(
             Detection(),
             Trainer(**trainer_kw),
@@ -247,14 +257,15 @@ def predict_bytes(r: dict[str, Any], args: argparse.Namespace) -> float:
     """Module docstring: activation memory scaled to the paper's images, width and batch."""
     state_small = 8 * r["params"]
     act = max(r["peak_growth_bytes"] - state_small, 0)
-    pixels = PAPER_SIZE[0] * PAPER_SIZE[1] / (args.size * args.size)
+    h, w = parse_size(args.size)
+    pixels = PAPER_SIZE[0] * PAPER_SIZE[1] / (h * w)
     act_paper = act * pixels / args.width * args.paper_batch / args.batch
     params_full = r["params"] / args.width**2
     return act_paper + 12 * params_full
 
 
 def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    fixed = next(r for r in results if r["name"] == "fixed")
+    fixed = next((r for r in results if r["name"] == "fixed"), None)
     plain = {(r.get("ops"), r.get("depth")): r for r in results if r.get("mode") == "full"}
     unit = "GiB"
     rows = [
@@ -264,11 +275,11 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     ]
     for r in results:
         mib = r["peak_growth_bytes"] / 2**20
-        ratio = r["peak_growth_bytes"] / fixed["peak_growth_bytes"]
+        ratio = f"{r['peak_growth_bytes'] / fixed['peak_growth_bytes']:.2f}" if fixed else "-"
         base = plain.get((r.get("ops"), r.get("depth")))
         t_ratio = f"{r['step_s'] / base['step_s']:.2f}" if base is not None else "-"
         pred = predict_bytes(r, args) / 2**30
-        rows.append(f"| {r['name']} | {mib:.0f} | {ratio:.2f} | {r['step_s']:.2f} | {t_ratio} | {pred:.1f} |")
+        rows.append(f"| {r['name']} | {mib:.0f} | {ratio} | {r['step_s']:.2f} | {t_ratio} | {pred:.1f} |")
     fits = []
     for r in results:
         pred = predict_bytes(r, args) / 2**30
@@ -281,7 +292,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--width", type=float, default=0.125, help="width multiplier of the released structure")
-    p.add_argument("--size", type=int, default=192, help="image size (square)")
+    p.add_argument("--size", default="192", help="image size: N (square) or HxW, e.g. 800x1333")
     p.add_argument("--rois", type=int, default=0, help="RoIs per image for the head (0: the paper's density)")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--steps", type=int, default=2, help="training steps per variant (time: median after the first)")
@@ -291,6 +302,7 @@ def main() -> int:
     p.add_argument("--paper-batch", type=int, default=2, help="images per GPU for the prediction")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--keep-going", action="store_true", help="a variant that fails (out of memory) is reported, not fatal")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker is not None:
@@ -311,7 +323,11 @@ def main() -> int:
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if done.returncode != 0 or line is None:
             sys.stderr.write(done.stderr[-3000:])
-            raise SystemExit(f"variant {spec['name']!r} failed (exit {done.returncode})")
+            if not args.keep_going:
+                raise SystemExit(f"variant {spec['name']!r} failed (exit {done.returncode})")
+            oom = "out of memory" in done.stderr.lower()
+            print(f"{spec['name']:24s} FAILED ({'out of memory' if oom else f'exit {done.returncode}'})", flush=True)
+            continue
         r = json.loads(line[len("RESULT ") :])
         results.append(r)
         print(
@@ -319,6 +335,8 @@ def main() -> int:
             f"  ({time.perf_counter() - t0:.0f} s wall)",
             flush=True,
         )
+    if not results:
+        raise SystemExit("no variant ran")
     print()
     print(f"device {args.device}, width {args.width}, {args.size} px, batch {args.batch}, "
           f"{results[0]['rois']} RoIs/image, {args.steps} steps")  # fmt: skip
