@@ -302,7 +302,7 @@ def main() -> int:
     p.add_argument("--paper-batch", type=int, default=2, help="images per GPU for the prediction")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
-    p.add_argument("--keep-going", action="store_true", help="a variant that fails (out of memory) is reported, not fatal")
+    p.add_argument("--keep-going", action="store_true", help="report a failed variant (out of memory), go on")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker is not None:
