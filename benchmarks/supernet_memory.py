@@ -317,7 +317,8 @@ def main() -> int:
     for spec in specs:
         t0 = time.perf_counter()
         job = json.dumps({"spec": spec, "args": vars(args)})
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", job]
+        flags = ["-S"] if sys.flags.no_site else []  # as this interpreter was started
+        cmd = [sys.executable, *flags, str(Path(__file__).resolve()), "--worker", job]
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
