@@ -4,6 +4,12 @@ A removed op gets probability 0 (its logit is masked to -inf before the softmax,
 receives no gradient either), is skipped in the forward pass and its module is deleted
 from the supernet, so that its compute and its memory are freed. The ``names`` list and the
 architecture parameter keep their length, so indices stay stable for checkpoints.
+
+How the candidates are combined is the layer's ``mixed_op`` (a strategy setting): ``"full"``, the
+DARTS weighted sum under autograd (every candidate's activations kept for the backward pass);
+``"recompute"``, the same sum and gradients with one candidate's activations alive at a time
+(:mod:`strategies.recompute`); ``"sample"``, ``sample_k`` candidates drawn per step
+(:mod:`strategies.sampling`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,10 @@ from nni.nas.nn.pytorch import LayerChoice
 from nni.nas.oneshot.pytorch.supermodule._expression_utils import weighted_sum
 from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedLayer
 from torch import nn
+
+from strategies.recompute import recomputed_sum
+from strategies.sampling import sample_ops
+from strategies.settings import MIXED_OPS
 
 DEFAULT_COMPONENT = "default"
 
@@ -49,6 +59,16 @@ class HitDetMixedLayer(DifferentiableMixedLayer):
         self.register_buffer("_active", active, persistent=False)
         self._all_active = bool(active.all())
         self._active_idx = [i for i, a in enumerate(active.tolist()) if a]  # Python copy: no device sync
+        self.mixed_op = "full"
+        self.sample_k = 2
+
+    def set_mixed_op(self, mixed_op: str, sample_k: int = 2) -> None:
+        """How the candidates are combined (module docstring); a setting, not state."""
+        if mixed_op not in MIXED_OPS:
+            raise ValueError(f"mixed_op must be one of {MIXED_OPS}, got {mixed_op!r}")
+        if sample_k < 1:
+            raise ValueError(f"sample_k must be at least 1, got {sample_k}")
+        self.mixed_op, self.sample_k = mixed_op, int(sample_k)
 
     @classmethod
     def mutate(cls, module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> Any:
@@ -109,12 +129,15 @@ class HitDetMixedLayer(DifferentiableMixedLayer):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         weights = self.probs()
-        if self._all_active:
-            items = [self._modules[str(n)](*args, **kwargs) for n in self.names]
-            return weighted_sum(items, weights)
-        idx = self._active_idx
-        items = [self._modules[str(self.names[i])](*args, **kwargs) for i in idx]
-        return weighted_sum(items, [weights[i] for i in idx])
+        if self.mixed_op == "sample" and self.training:
+            idx, weights = sample_ops(weights, self.sample_k)
+        else:
+            idx = self._active_idx
+        modules = [self._modules[str(self.names[i])] for i in idx]
+        one_tensor = len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor)
+        if self.mixed_op == "recompute" and one_tensor and torch.is_grad_enabled():
+            return recomputed_sum(idx, modules, args[0], weights)
+        return weighted_sum([m(*args, **kwargs) for m in modules], [weights[i] for i in idx])
 
     def export(self, memo: dict[str, Any]) -> dict[str, Any]:
         """Argmax over the active ops (paper: decode by the highest score per layer)."""

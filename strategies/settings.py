@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 MODES = ("search", "screen")
+MIXED_OPS = ("full", "recompute", "sample")  # strategies.mixed: how a layer combines its candidates
 DATA_SPLITS = ("half", "train_val")
 REGULARISERS = ("min", "softmin", "group")
 SCORINGS = ("epoch_mean", "snapshot")
@@ -85,6 +86,8 @@ class SearchSettings:
     freeze_weights_in_arch_step: bool = True
     log_heatmaps: bool = True
     sub_spaces: dict[str, list[str]] | None = field(default=None)
+    mixed_op: str = "full"
+    sample_k: int = 2
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -118,6 +121,10 @@ class SearchSettings:
         if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
             raise ValueError(f"arc_betas must be two numbers in [0, 1), got {self.arc_betas!r}")
         self.arc_betas = (float(betas[0]), float(betas[1]))
+        if self.mixed_op not in MIXED_OPS:
+            raise ValueError(f"mixed_op must be one of {MIXED_OPS}, got {self.mixed_op!r}")
+        if isinstance(self.sample_k, bool) or not isinstance(self.sample_k, int) or self.sample_k < 1:
+            raise ValueError(f"sample_k must be at least 1, got {self.sample_k!r}")
         if self.screen_components is not None:
             self.screen_components = tuple(self.screen_components)
 

@@ -63,6 +63,11 @@ class HitDetStrategy(DARTS):
     data_split
         ``"half"``: weights and alphas train on two fixed halves of the training loader's
         dataset (even / odd indices); ``"train_val"``: NNI's way, alphas on the val loader.
+    mixed_op, sample_k
+        How each searched layer combines its candidates: ``"full"`` (DARTS's weighted sum),
+        ``"recompute"`` (the same sum and gradients, one candidate's activations alive at a
+        time, each candidate run twice) or ``"sample"`` (``sample_k`` candidates drawn per step;
+        :mod:`strategies.sampling` documents the estimator and its bias).
 
     Other keyword arguments go to NNI's ``DARTS``.
     """
@@ -135,6 +140,12 @@ class HitDetStrategy(DARTS):
     def mutate_model(self, model: Any) -> Any:
         """Build the supernet in place, then remove the ops outside ``sub_spaces``."""
         model = super().mutate_model(model)
+        for m in model.modules():
+            if isinstance(m, HitDetMixedLayer):
+                m.set_mixed_op(self.settings.mixed_op, self.settings.sample_k)
+        for m in model.modules():
+            if isinstance(m, HitDetMixedLayer):
+                m.set_mixed_op(self.settings.mixed_op, self.settings.sample_k)
         subs = self.settings.sub_spaces
         if subs:
             layers = [m for m in model.modules() if isinstance(m, HitDetMixedLayer)]
