@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
+# NNI records every experiment under ~/nni-experiments: give it a throw-away home before it is imported.
+os.environ["HOME"] = tempfile.mkdtemp(prefix="hitdet-readings-home-")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 warnings.filterwarnings("ignore")
 
