@@ -74,7 +74,7 @@ class HitDetLightningModule(DartsLightningModule):
         self._macs_on: dict[tuple[Any, Any], dict[str, torch.Tensor]] = {}
         self._nstep = 0
         self._arch_progress = 0.0  # architecture epochs done (fractional), for the regulariser's burn-in
-        self._score_sums: dict[str, torch.Tensor] = {}  # this epoch's column scores, summed per arch step
+        self._score_sums: dict[str, torch.Tensor] = {}  # this epoch's column scores per component, summed
         self._score_steps = 0
         self.arc_lr_used: float | None = None
         self.arch_steps_planned: int | None = None
@@ -349,27 +349,34 @@ class HitDetLightningModule(DartsLightningModule):
 
     def scores(self) -> dict[str, dict[str, float]]:
         """Column score of every op still searched, per component, now (a snapshot)."""
-        with torch.no_grad():
-            return {c: {col: float(v) for col, v in sc.items()} for c, sc in self._score_tensors().items()}
+        return self._named(self._score_tensors())
 
-    def _score_tensors(self) -> dict[str, dict[str, torch.Tensor]]:
-        probs, active = self.probs(), self.active()
+    def _score_tensors(self) -> dict[str, torch.Tensor]:
+        """Per component, the score of each of its columns (-inf for removed ops), on α's device."""
+        with torch.no_grad():
+            probs, active = self.probs(), self.active()
+            out = {}
+            for c, comp in self.components.items():
+                mat = comp.matrix(probs).detach().double()
+                out[c] = column_scores(mat, comp.presence(active).to(mat.device))
+            return out
+
+    def _named(self, tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
         out = {}
-        for c, comp in self.components.items():
-            pres = comp.presence(active)
-            sc = column_scores(comp.matrix(probs).detach().cpu().double(), pres.cpu())
-            out[c] = {col: sc[i] for i, col in enumerate(comp.columns) if bool(pres[:, i].any())}
+        for c, sc in tensors.items():
+            values = sc.double().cpu().tolist()
+            out[c] = {col: v for col, v in zip(self.components[c].columns, values, strict=True) if v != float("-inf")}
         return out
 
     def _accumulate_scores(self) -> None:
-        """Add this architecture step's column scores to the epoch's sums (``scoring="epoch_mean"``)."""
+        """Add this architecture step's column scores to the epoch's sums (``scoring="epoch_mean"``).
+
+        Kept on α's device (no host sync per step); the set of ops is fixed within an epoch.
+        """
         if not self.settings.screening or self.settings.scoring != "epoch_mean":
             return
-        with torch.no_grad():
-            for c, sc in self._score_tensors().items():
-                for col, v in sc.items():
-                    key = f"{c}\0{col}"
-                    self._score_sums[key] = self._score_sums.get(key, 0.0) + v
+        for c, sc in self._score_tensors().items():
+            self._score_sums[c] = self._score_sums[c] + sc if c in self._score_sums else sc.clone()
         self._score_steps += 1
 
     def epoch_scores(self) -> dict[str, dict[str, float]]:
@@ -378,14 +385,13 @@ class HitDetLightningModule(DartsLightningModule):
         Each architecture step moves α by a noisy minibatch gradient, so the end-of-epoch
         snapshot carries the last few batches' noise; the mean over the epoch does not.
         """
-        now = self.scores()
+        now = self._score_tensors()
         if self.settings.scoring != "epoch_mean" or self._score_steps == 0:
-            return now
-        n = self._score_steps
-        return {
-            c: {col: float(self._score_sums.get(f"{c}\0{col}", v * n)) / n for col, v in sc.items()}
-            for c, sc in now.items()
-        }
+            return self._named(now)
+        # ops removed since (at this epoch's end) are -inf now, and stay out
+        mean = {c: torch.where(torch.isinf(now[c]), now[c], total / self._score_steps)
+                for c, total in self._score_sums.items()}
+        return self._named(mean)
 
     def drop_op(self, component: str, op: str, score: float) -> bool:
         """Remove ``op`` from every layer of ``component``; free it in the weight optimiser too."""
