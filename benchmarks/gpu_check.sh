@@ -21,6 +21,9 @@
 # benchmarks/devdeps_stubs/ stands in for it; a real scipy in .devdeps or on the machine wins.
 # The script puts the repository, .devdeps and the stubs on PYTHONPATH; nothing is installed.
 #
+# Expected time on one H100/H200: about 5 minutes (estimated, not yet run on a GPU); every variant of the
+# memory benchmark is a fresh process (imports, CUDA start-up, supernet construction).
+#
 # Usage:  bash benchmarks/gpu_check.sh                 # cuda, the figures above
 #         bash benchmarks/gpu_check.sh --device cpu    # the same flow, tiny, on CPU (checks the script)
 # Options: --steps N (training steps per benchmark variant and per screen/search epoch, default 3),
@@ -37,7 +40,7 @@ while [ $# -gt 0 ]; do
         --steps) STEPS="$2"; shift 2 ;;
         --python) PY="$2"; shift 2 ;;
         --out) WORK="$2"; shift 2 ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -71,9 +74,10 @@ print(f"nni {nni.__version__}, pytorch_lightning {pytorch_lightning.__version__}
 EOF
 
 if [ "$DEVICE" = cuda ]; then
-    SMALL=(--device cuda --steps "$STEPS")
-    PAPER=(--device cuda --steps 2 --width 1.0 --size 800x1333 --modes recompute
-           --only "fixed,32 ops half recompute,8 ops full recompute" --keep-going)
+    ONLY="8 ops full full,8 ops full recompute,8 ops full sample,32 ops half full,32 ops half recompute"
+    ONLY+=",32 ops half sample,32 ops full full,32 ops full recompute"
+    SMALL=(--device cuda --steps "$STEPS" --keep-going --only "$ONLY")
+    PAPER=(--device cuda --steps 2 --width 1.0 --size 800x1333 --only "fixed,32 ops half recompute" --keep-going)
     ACCEL=gpu
     SIZE=(--set train.detector.min_size=800 --set train.detector.max_size=1333)
     WIDTH=1.0
@@ -87,10 +91,10 @@ else  # the same flow, small enough for a CPU in a few minutes
     SYNTH=(--train 8 --val 4)
 fi
 
-stamp "memory benchmark, 1/8 width (the README table's setting)"
+stamp "memory benchmark, 1/8 width (the README table's setting; on cpu: tiny)"
 "$PY" benchmarks/supernet_memory.py "${SMALL[@]}" --json "$WORK/memory_small.json"
 
-stamp "memory benchmark, full width, the paper's input size"
+stamp "memory benchmark, full width, the paper's input size (on cpu: tiny)"
 "$PY" benchmarks/supernet_memory.py "${PAPER[@]}" --json "$WORK/memory_paper.json"
 
 # hitdet screen / search, printing the peak memory and the time of each
@@ -107,8 +111,12 @@ except SystemExit as exc:
     if exc.code not in (0, None):
         raise
 finally:
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
-    print(f"hitdet {args[0]}: {time.perf_counter() - t0:.0f} s, peak GPU memory {peak:.1f} GiB", flush=True)
+    if device == "cuda":
+        peak = f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
+    else:
+        import resource
+        peak = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB"
+    print(f"hitdet {args[0]}: {time.perf_counter() - t0:.0f} s, {peak}", flush=True)
 EOF
 }
 
