@@ -226,7 +226,7 @@ class Harness:
 
         target = macs_of(prepared.sample())
         choices = label_choices(prepared.structure.labels(), sub_spaces, OP_NAMES)
-        rng = np.random.default_rng([self.args.seed, STYLES.index(style) if style in STYLES else 99])
+        rng = np.random.default_rng([self.args.seed, STYLES.index(style)])
         samples = mac_matched_samples(choices, macs_of, target, self.k, rng, self.args.tolerance,
                                       self.scale.max_tries, exclude=[prepared.sample()])
         base_cfg, base_macs = match_width(target, st.num_classes, input_size, num_rois)
