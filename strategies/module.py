@@ -95,6 +95,12 @@ class HitDetLightningModule(DartsLightningModule):
         self.initial_columns = {
             c: [col for col in comp.columns if self._column_present(comp, col)] for c, comp in self.components.items()
         }
+        if self.settings.screening and self.settings.screen_components is not None:
+            # components fixed to one op while others are screened still offer every op they had
+            subs = self.settings.sub_spaces or {}
+            for c, comp in self.components.items():
+                if c not in self.settings.screen_components:
+                    self.initial_columns[c] = [col for col in comp.columns if col in subs.get(c, comp.columns)]
         self.params_table = candidate_params(self.layers)
         searched = sum(float(t.sum()) for t in self.params_table.values())
         arch = sum(p.numel() for p in self.arch_parameters())
@@ -546,6 +552,8 @@ class HitDetLightningModule(DartsLightningModule):
         """The screening result (kept ops by score, highest first; removal order)."""
         scores = self.epoch_scores()
         kept = {c: [op for op, _ in sorted(s.items(), key=lambda kv: -kv[1])] for c, s in scores.items()}
+        if self.settings.screen_components is not None:  # not screened: every op stays available
+            kept.update({c: list(self.initial_columns[c]) for c in kept if c not in self.settings.screen_components})
         all_scores: dict[str, dict[str, float]] = {c: dict(s) for c, s in scores.items()}
         removed: dict[str, list[RemovalEvent]] = {c: [] for c in kept}
         for e in self.events:

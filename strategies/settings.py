@@ -17,6 +17,8 @@ MIXED_OPS = ("full", "recompute", "sample")  # strategies.mixed: how a layer com
 DATA_SPLITS = ("half", "train_val")
 REGULARISERS = ("min", "softmin", "group")
 SCORINGS = ("epoch_mean", "snapshot")
+# What a component runs while another one is screened (screen_components): the paper's baselines.
+FIXED_OPS: dict[str, str] = {"backbone": "ir_k3_e3", "neck": "conv_k3", "head": "conv_k3"}
 
 
 @dataclass
@@ -55,6 +57,12 @@ class SearchSettings:
     ranks ops on their scores averaged over every architecture step of the epoch
     (``scoring="epoch_mean"``) rather than on the end-of-epoch snapshot.
 
+    ``screen_components`` screens some components only (the paper screened one at a time, for
+    memory); the others then run one fixed op each (``fixed_ops``, default :data:`FIXED_OPS`:
+    the paper's hand-made baselines, a MobileNetV2 block in the backbone and 3x3 convolutions in
+    the neck and the 4-conv head; a layer without that op runs its first candidate), so that
+    their mixed layers hold and run a single candidate.
+
     Known DARTS failure modes: ``bn_affine=False`` makes the BatchNorms inside candidate ops
     non-affine during the search (as DARTS does; retraining always uses affine BN), and
     ``skip_drop_prob`` drops the ``skip`` candidate's output per sample with that probability
@@ -79,6 +87,7 @@ class SearchSettings:
     scoring: str = "epoch_mean"
     num_ops: int = 8
     screen_components: Sequence[str] | None = None
+    fixed_ops: dict[str, str] | None = None
     bn_affine: bool = True
     skip_drop_prob: float | None = None
     data_split: str = "half"
@@ -146,6 +155,10 @@ class SearchSettings:
         if self.skip_drop_prob is not None:
             return float(self.skip_drop_prob)
         return 0.3 if self.mode == "screen" else 0.0
+
+    def fixed_op(self, component: str) -> str | None:
+        """The op a component runs while it is not screened (None: its first candidate)."""
+        return (self.fixed_ops or {}).get(component, FIXED_OPS.get(component))
 
     @property
     def screening(self) -> bool:

@@ -163,9 +163,25 @@ class HitDetStrategy(DARTS):
                     if str(n) not in keep:
                         m.drop(n)
         s = self.settings
+        if s.screening and s.screen_components is not None:
+            self._fix_unscreened(model)
         if not s.bn_affine or s.skip_drop > 0:
             apply_guards((m for m in model.modules() if isinstance(m, HitDetMixedLayer)), s.bn_affine, s.skip_drop)
         return model
+
+    def _fix_unscreened(self, model: Any) -> None:
+        """Components not being screened run one op: the others are removed (memory freed), α stays fixed."""
+        s = self.settings
+        screened = set(s.screen_components or ())
+        for m in model.modules():
+            if not isinstance(m, HitDetMixedLayer) or component_of(m.label) in screened:
+                continue
+            active = [str(n) for n in m.active_names()]
+            wanted = s.fixed_op(component_of(m.label))
+            keep = wanted if wanted in active else active[0]
+            for n in list(m.active_names()):
+                if str(n) != keep:
+                    m.drop(n)
 
     def configure_oneshot_module(self, training_module: Any) -> HitDetLightningModule:
         return HitDetLightningModule(training_module, self.settings)

@@ -151,16 +151,21 @@ def test_mu_spreads_the_column_scores() -> None:
 
 
 def test_group_reading_and_one_component_at_a_time() -> None:
-    strategy = common.run(mode="screen", num_ops=3, regulariser="group", screen_components=["neck"])
+    strategy = common.run(mode="screen", num_ops=3, regulariser="group", screen_components=["neck"],
+                          fixed_ops={"backbone": "conv_k3"})
     module = strategy.oneshot_module
     subs = strategy.export_result().sub_spaces
     assert list(subs.kept) == ["backbone", "neck", "head"]
     assert len(subs.kept["neck"]) == 3
+    # the components not screened keep every op available for the search ...
     assert sorted(subs.kept["backbone"]) == sorted(OPS) and sorted(subs.kept["head"]) == sorted(OPS)
-    # the components not screened keep their initial (uniform) alphas
-    for label in ("backbone/b0", "head/h0"):
-        probs = module.layers[label][0].probs().detach()
-        assert probs.tolist() == pytest.approx([1 / len(OPS)] * len(OPS), abs=1e-3)
+    # ... but while the neck was screened they ran one op each: the given one, or the default (the paper's
+    # 3x3-conv head), every other candidate's module deleted
+    for label, op in (("backbone/b0", "conv_k3"), ("backbone/b1", "conv_k3"), ("head/h0", "conv_k3")):
+        layer = module.layers[label][0]
+        assert [str(n) for n in layer.active_names()] == [op]
+        assert sorted(k for k in layer._modules if k != "_softmax") == [op]
+        assert layer.probs().detach().tolist() == pytest.approx([float(n == op) for n in layer.names])
     assert subs.settings["regulariser"] == "group" and subs.settings["screen_components"] == ["neck"]
 
 
