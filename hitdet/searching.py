@@ -121,7 +121,11 @@ def _strategy_settings(mode: str, values: dict[str, Any], source: str) -> Any:
     try:
         return SearchSettings(mode=mode, **values)
     except (TypeError, ValueError) as exc:
-        raise UserError(f"{source}: strategy: {exc}") from None
+        text = str(exc)  # SearchSettings says "field: why, got value"
+        field = text.split(":", 1)[0]
+        if source.endswith(f"strategy.{field}"):  # --set strategy.field=... already names it
+            raise UserError(f"{source}:{text[len(field) + 1:]}") from None
+        raise UserError(f"{source}: strategy.{text}") from None
 
 
 def load_search_config(

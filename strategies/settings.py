@@ -99,41 +99,28 @@ class SearchSettings:
     sample_k: int = 2
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.regulariser not in REGULARISERS:
-            raise ValueError(f"regulariser must be one of {REGULARISERS}, got {self.regulariser!r}")
-        if self.scoring not in SCORINGS:
-            raise ValueError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
-        if self.data_split not in DATA_SPLITS:
-            raise ValueError(f"data_split must be one of {DATA_SPLITS}, got {self.data_split!r}")
-        if self.num_ops < 1:
-            raise ValueError(f"num_ops must be at least 1, got {self.num_ops}")
-        if self.arch_start_epoch < 0:
-            raise ValueError(f"arch_start_epoch must be >= 0, got {self.arch_start_epoch}")
-        _positive(self, "arc_learning_rate")
-        _positive(self, "softmin_temperature")
-        _positive(self, "arch_travel", optional=True)
-        _positive(self, "target_macs", optional=True)
-        _non_negative(self, "penalty_lambda", optional=True)
-        _non_negative(self, "mu")
-        _non_negative(self, "reg_burn_in")
-        _non_negative(self, "arc_weight_decay")
-        if not (isinstance(self.group_p, (int, float)) and 0 < self.group_p <= 1):
-            raise ValueError(f"group_p must be in (0, 1], got {self.group_p!r}")
-        if not (isinstance(self.target_tolerance, (int, float)) and 0 < self.target_tolerance < 1):
-            raise ValueError(f"target_tolerance must be in (0, 1), got {self.target_tolerance!r}")
-        p = self.skip_drop_prob
-        if p is not None and not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p < 1):
-            raise ValueError(f"skip_drop_prob must be in [0, 1), got {p!r}")
-        betas = tuple(self.arc_betas)
-        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
-            raise ValueError(f"arc_betas must be two numbers in [0, 1), got {self.arc_betas!r}")
+        """Check every range here, once: errors read ``field: why, got value`` (the config names the source)."""
+        for name, allowed in (("mode", MODES), ("regulariser", REGULARISERS), ("scoring", SCORINGS),
+                              ("data_split", DATA_SPLITS), ("mixed_op", MIXED_OPS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("num_ops", "sample_k"):
+            _check(self, name, "must be an integer >= 1", lambda v: _is_int(v) and v >= 1)
+        _check(self, "arch_start_epoch", "must be an integer >= 0", lambda v: _is_int(v) and v >= 0)
+        for name, optional in (("arc_learning_rate", False), ("softmin_temperature", False), ("arch_travel", True),
+                               ("target_macs", True)):
+            _check(self, name, "must be a positive number", lambda v: _is_real(v) and v > 0, optional)
+        for name, optional in (("penalty_lambda", True), ("mu", False), ("reg_burn_in", False),
+                               ("arc_weight_decay", False), ("gradient_clip_val", True)):
+            _check(self, name, "must be >= 0", lambda v: _is_real(v) and v >= 0, optional)
+        _check(self, "group_p", "must be in (0, 1]", lambda v: _is_real(v) and 0 < v <= 1)
+        _check(self, "target_tolerance", "must be in (0, 1)", lambda v: _is_real(v) and 0 < v < 1)
+        _check(self, "skip_drop_prob", "must be in [0, 1)", lambda v: _is_real(v) and 0 <= v < 1, optional=True)
+        betas = self.arc_betas
+        two = isinstance(betas, (list, tuple)) and len(betas) == 2
+        if not (two and all(_is_real(b) and 0 <= b < 1 for b in betas)):
+            raise ValueError(f"arc_betas: must be two numbers in [0, 1), e.g. [0.5, 0.999], got {betas!r}")
         self.arc_betas = (float(betas[0]), float(betas[1]))
-        if self.mixed_op not in MIXED_OPS:
-            raise ValueError(f"mixed_op must be one of {MIXED_OPS}, got {self.mixed_op!r}")
-        if isinstance(self.sample_k, bool) or not isinstance(self.sample_k, int) or self.sample_k < 1:
-            raise ValueError(f"sample_k must be at least 1, got {self.sample_k!r}")
         if self.screen_components is not None:
             self.screen_components = tuple(self.screen_components)
 
@@ -173,17 +160,17 @@ class SearchSettings:
         return d
 
 
-def _positive(s: SearchSettings, name: str, optional: bool = False) -> None:
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check(s: SearchSettings, name: str, why: str, ok: Any, optional: bool = False) -> None:
     value = getattr(s, name)
     if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-
-
-def _non_negative(s: SearchSettings, name: str, optional: bool = False) -> None:
-    value = getattr(s, name)
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    if not ok(value):
+        raise ValueError(f"{name}: {why}, got {value!r}")

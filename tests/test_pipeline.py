@@ -77,7 +77,7 @@ def test_search_on_released_neck_sub_space_via_cli(demo, tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--set", "strategy.mu=-1"], "mu must be >= 0"),
+        (["--set", "strategy.mu=-1"], "strategy.mu: must be >= 0"),
         (["--set", "strategy.bogus=1"], "strategy.bogus: unknown key"),
         (["--set", "train.epochz=1"], "epochz: unknown key"),
         (["--set", "ops=[ir_k9]"], "unknown op 'ir_k9'"),
