@@ -9,15 +9,15 @@ convert to and from NNI's ``{label: op}`` dict. No NNI here.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from hitdet.errors import UserError
+from hitdet.io import parse_json, read_json, write_json_atomic
+from hitdet.io import write_text_atomic as write_text_atomic  # re-exported: callers import both from here
 from search_spaces.detectors import DetectorSettings
 from search_spaces.ops import OPS, op_cost
 from search_spaces.structure import DetectorStructure, FixedLayer, Slot
@@ -100,36 +100,6 @@ class Architecture:
 def _stage_labels(st: DetectorStructure) -> list[list[str]]:
     labels = iter(st.backbone_labels())
     return [[next(labels) for _ in stage] for stage in st.stages]
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename.
-
-    A reader (or a run killed mid-write) sees the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically (see :func:`write_text_atomic`)."""
-    return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------- parsing and validation
@@ -337,15 +307,9 @@ def load_architecture(path_or_preset: str | os.PathLike[str]) -> Architecture:
     name = str(path_or_preset)
     preset = resources.files("hitdet.presets").joinpath(f"{name}.json")
     if not name.endswith(".json") and os.sep not in name and preset.is_file():
-        return from_dict(json.loads(preset.read_text()), f"preset {name}")
+        return from_dict(parse_json(preset.read_text(), f"preset {name}"), f"preset {name}")
     path = Path(name)
     if not path.exists():
         hint = "" if name.endswith(".json") else f" (and no preset of that name; presets: {', '.join(preset_names())})"
         raise ArchitectureError(f"{name}: no such file{hint}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArchitectureError(f"{name}: invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArchitectureError(f"{name}: cannot read: {exc}") from None
-    return from_dict(data, name)
+    return from_dict(read_json(path, what="architecture JSON", error=ArchitectureError), name)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import warnings
@@ -73,10 +72,9 @@ def read_parameters(params: str | None) -> dict[str, Any]:
                 text = path.read_text()
             except OSError as exc:
                 raise UserError(f"{path}: cannot read parameters: {exc.strerror or exc}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}: invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        from hitdet.io import parse_json
+
+        data = parse_json(text, where)
         if not isinstance(data, dict):
             raise UserError(f"{where}: expected a JSON object of parameters, got {type(data).__name__}")
         return data

@@ -106,15 +106,12 @@ def plot_architecture(arch: Architecture, out: str | os.PathLike[str]) -> Path:
 
 
 def _read_run(run: Path) -> dict[str, Any]:
-    import json
+    from hitdet.io import read_json
 
     path = run / "metadata.json"
     if not path.is_file():
         raise UserError(f"{run}: not a screen/search run folder (no metadata.json)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: invalid JSON: {exc.msg} at line {exc.lineno}") from None
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("alpha_probabilities"), dict):
         raise UserError(f"{path}: alpha_probabilities: missing")
     return data
@@ -161,14 +158,13 @@ def plot_run(run: str | os.PathLike[str], out: str | os.PathLike[str]) -> list[P
 
 def _save(fig: Any, out: str | os.PathLike[str]) -> Path:
     """Save through a temporary file so that a failed plot leaves nothing half-written."""
+    from hitdet.io import atomic_path
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
     try:
-        fig.savefig(tmp, dpi=130, bbox_inches="tight")
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=130, bbox_inches="tight", format=out.suffix.lstrip(".") or "png")
     finally:
-        tmp.unlink(missing_ok=True)
         fig.clf()
         import matplotlib.pyplot as plt
 
