@@ -10,7 +10,7 @@ convert to and from NNI's ``{label: op}`` dict. No NNI here.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ FORMAT = "hitdet-architecture"
 VERSION = 1
 DETECTOR_TYPES = ("faster_rcnn", "retinanet")  # retinanet: head.blocks = cls tower + box tower
 NUM_LEVELS = 4
+STRIDES = (1, 2)  # every op in the pool keeps (1) or halves (2) the resolution
 
 
 class ArchitectureError(UserError):
@@ -157,7 +158,10 @@ class _Reader:
         if unknown:
             raise self.fail(where, f"unknown key(s) {sorted(unknown)}")
         op = self.op(self.get(obj, "op", where, str), f"{where}.op")
-        return op, self.positive(obj, "out_channels", where), self.positive(obj, "stride", where, 1)
+        stride = self.positive(obj, "stride", where, 1)
+        if stride not in STRIDES:
+            raise self.fail(f"{where}.stride", f"must be 1 or 2 (a layer keeps or halves the resolution), got {stride}")
+        return op, self.positive(obj, "out_channels", where), stride
 
 
 def _known_keys(reader: _Reader, obj: dict, where: str, keys: set[str]) -> None:
@@ -185,14 +189,10 @@ def from_dict(data: Any, source: str = "architecture") -> Architecture:
     types = DetectorSettings.field_types()
     _known_keys(r, det, "detector", {"type", *types})
     settings = DetectorSettings(**{k: r.get(det, k, "detector", types[k]) for k in types if k in det})
-    for f in fields(DetectorSettings):
-        value = getattr(settings, f.name)
-        if types[f.name] is int and value < 1:
-            raise r.fail(f"detector.{f.name}", f"must be a positive integer, got {value}")
-        if types[f.name] is float and not 0.0 <= value <= 1.0:
-            raise r.fail(f"detector.{f.name}", f"must be between 0 and 1, got {value}")
-    if settings.num_classes < 2:
-        raise r.fail("detector.num_classes", "must count the background too, so at least 2")
+    try:
+        settings.validate()
+    except ValueError as exc:
+        raise ArchitectureError(f"{source}: detector.{exc}") from None
 
     bb = r.get(data, "backbone", "", dict)
     _known_keys(r, bb, "backbone", {"in_channels", "stem", "stages", "tail"})

@@ -28,6 +28,7 @@ import os
 import shutil
 import signal
 import socket
+import tempfile
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
@@ -85,8 +86,11 @@ def check_out(out: Path, *, resume: bool, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     existing = out if out.exists() else _existing_parent(out)
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{existing}: folder is not writable")
+    try:  # a real probe: os.access says yes to root on a read-only mount
+        with tempfile.TemporaryFile(dir=existing, prefix=".hitdet-probe-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{existing}: folder is not writable ({exc.strerror or exc})") from None
     if resume:
         return
     if out.is_dir() and any(out.iterdir()) and not force and not is_launched_child():

@@ -109,9 +109,36 @@ def _strategy_settings(mode: str, values: dict[str, Any], source: str) -> Any:
             if not (key == "screen_components" and isinstance(value, (list, tuple))):
                 coerce(value, hints[key], f"{source}: strategy.{key}")
     try:
-        return SearchSettings(mode=mode, **values)
+        settings = SearchSettings(mode=mode, **values)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{source}: strategy: {exc}") from None
+    _check_strategy_ranges(settings, source)
+    return settings
+
+
+def _check_strategy_ranges(settings: Any, source: str) -> None:
+    """The ranges SearchSettings itself does not check (the optimiser of α would fail on them mid-run)."""
+    import math
+
+    from search_spaces.ops import OPS
+
+    def bad(key: str, why: str, value: Any) -> UserError:
+        where = source if source.endswith(f"strategy.{key}") else f"{source}: strategy.{key}"  # --set names it
+        return UserError(f"{where}: {why}, got {value!r}")
+
+    lr = settings.arc_learning_rate
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise bad("arc_learning_rate", "must be a positive number", lr)
+    betas = settings.arc_betas
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2
+            and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+        raise bad("arc_betas", "must be two numbers in [0, 1), e.g. [0.5, 0.999]", betas)
+    for key in ("arc_weight_decay", "mu", "penalty_lambda", "gradient_clip_val"):
+        value = getattr(settings, key)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise bad(key, "must be a finite number >= 0", value)
+    if settings.num_ops > len(OPS):
+        raise bad("num_ops", f"must be at most the {len(OPS)} ops of the pool", settings.num_ops)
 
 
 def load_search_config(

@@ -56,6 +56,10 @@ class SynthSpec:
     empty_fraction: float = 0.05
     max_objects: int = 4
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.seed < 2**32:  # numpy's seeds
+            raise UserError(f"--seed: must be in [0, 2**32), got {self.seed}")
+
 
 def split_paths(root: str | os.PathLike[str], split: str) -> tuple[Path, Path]:
     """(images folder, annotation JSON) of ``split`` in a COCO-layout dataset folder."""
