@@ -107,6 +107,7 @@ def coco_evaluate(
     detections: Sequence[Mapping[str, Any]] | str | os.PathLike[str],
     image_ids: Iterable[int] | None = None,
     backend: str = "pycocotools",
+    source: str | None = None,
 ) -> dict[str, float]:
     """COCO box metrics (:data:`METRIC_NAMES`) of ``detections`` against ``gt``.
 
@@ -117,7 +118,7 @@ def coco_evaluate(
     range has no ground truth), as COCOeval would.
     """
     coco_gt = _as_gt(gt)
-    source = "detections"
+    source = source or "detections"  # the file already-loaded detections came from, for error messages
     if isinstance(detections, (str, os.PathLike)):
         source = str(detections)
         detections = load_detections(detections)

@@ -8,7 +8,7 @@ temporary file behind.
 Reads are bounded: :func:`read_json` refuses files over a size limit and documents nested deeper than a
 depth limit (Python's parser would otherwise raise RecursionError on ``[[[[...`` 100k deep), and
 numbers with more digits than Python converts; :func:`open_image` refuses images whose header claims
-more pixels than :data:`MAX_IMAGE_PIXELS` (a decompression bomb) before decoding them.
+more pixels than :data:`MAX_IMAGE_PIXELS` or PIL's own bomb limit (a decompression bomb) before decoding them.
 """
 
 from __future__ import annotations
@@ -201,8 +201,8 @@ def open_image(path: str | os.PathLike[str], record: str = "", max_pixels: int =
             img = Image.open(path)
     except FileNotFoundError:
         raise UserError(f"{path}: image file not found{where}") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(f"{path}: image too large{where}: over {max_pixels} pixels") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # PIL's own limit is lower
+        raise UserError(f"{path}: image too large{where}: {str(exc).split(' could be')[0].rstrip(', ')}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise UserError(f"{path}: cannot decode image{where}: {exc}") from None
     w, h = img.size
