@@ -44,7 +44,8 @@ LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 # Lightning's start-up chatter and warnings that say nothing a hitdet user can act on.
 _LIGHTNING_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
-                      "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+                      "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                      "pytorch_lightning.trainer.connectors.signal_connector")  # "Received SIGTERM": ours says it
 _QUIET_WARNINGS = (
     ".*treespec.*",
     "Checkpoint directory .* exists and is not empty",

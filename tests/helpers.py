@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from hitdet.architecture import Architecture, load_architecture
 from search_spaces.detectors import DetectorSettings
@@ -38,3 +41,17 @@ def tiny_arch(width: float = 0.125, num_classes: int = 4, size: int = 64) -> Arc
         box_batch_size_per_image=32,
     )
     return replace(arch, structure=arch.structure.scaled(width), settings=settings, name="tiny")
+
+
+def tree(root: Path) -> dict[str, Any]:
+    """Every path under ``root`` (links not followed) with its content, link target or mode: the file tree."""
+    found: dict[str, Any] = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        if path.is_symlink():
+            found[key] = ("link", os.readlink(path))
+        elif path.is_file():
+            found[key] = ("file", path.stat().st_mode, path.read_bytes())
+        else:
+            found[key] = ("dir", path.stat().st_mode)
+    return found

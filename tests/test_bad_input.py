@@ -22,6 +22,7 @@ import pytest
 from hitdet.cli import main
 from hitdet.data import SynthSpec, write_synthetic
 from hitdet.data.synth import CATEGORIES
+from tests.helpers import tree
 
 PRESET: dict[str, Any] = json.loads(files("hitdet.presets").joinpath("hit-detector.json").read_text())
 TINY_TRAIN = ["--config", "synth-cpu", "--set", "width=0.0625", "--epochs", "1", "--no-progress"]
@@ -268,19 +269,6 @@ def test_bad_input(name: str, args: list[str], files: dict[str, str], message: s
     assert (tree(tmp_path), tree(data)) == before
     assert "out" in files or not out.exists()
 
-
-def tree(root: Path) -> dict[str, Any]:
-    """Every path under ``root`` (links not followed) with its content, link target or mode: the file tree."""
-    found: dict[str, Any] = {}
-    for path in sorted(root.rglob("*")):
-        key = str(path.relative_to(root))
-        if path.is_symlink():
-            found[key] = ("link", os.readlink(path))
-        elif path.is_file():
-            found[key] = ("file", path.stat().st_mode, path.read_bytes())
-        else:
-            found[key] = ("dir", path.stat().st_mode)
-    return found
 
 
 @pytest.mark.parametrize("name,args,files,message", [c for c in CASES if c[0] in SUBPROCESS],
