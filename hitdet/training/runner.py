@@ -46,7 +46,7 @@ from hitdet.training.weights import read_state_dict, save_weights
 __all__ = ["is_launched_child", "last_good_checkpoint", "train"]  # the first two now live in hitdet.runs
 
 RESUME_MAY_CHANGE = ("epochs",)  # --resume --epochs N extends a run
-RECOVERY_KEYS = ("lr",)  # may change on --resume only after a divergence (exit 3), recorded in run.json
+RECOVERY_KEYS = ("lr", "grad_clip_norm")  # may change on --resume only after a divergence (exit 3); run.json
 VERIFY_LIMIT = 5000  # decode every image up front when a dataset is at most this big
 
 
