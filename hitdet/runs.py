@@ -305,11 +305,11 @@ def check_resume_config(
         if key in recovery and diverged:
             changes.append((key, old, new))
             continue
-        can = ", ".join(sorted(allowed)) or "nothing"
+        can = f"{' and '.join(sorted(allowed)) or 'nothing'} may change"
         if recovery:
-            can += f", and {', '.join(recovery)} after a divergence"
+            can += f"; {' and '.join(recovery)} after a divergence"
         raise UserError(f"--resume: the config differs from the run's ({key}: the run has {old!r}, got {new!r}); "
-                        f"only {can} may change (the run's config: {path})")
+                        f"pass --config {path} ({can})")
     return changes
 
 
