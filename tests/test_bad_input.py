@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from hitdet.cli import main
 from hitdet.data import SynthSpec, write_synthetic
@@ -192,6 +193,8 @@ CASES: list[tuple[str, list[str], dict[str, str], str]] = [
      {}, "lr: must be a finite number"),
     ("data-synth-seed", ["data", "synth", "--out", "{out}", "--seed", "-1", "--train", "1", "--val", "1"], {},
      "--seed: must be in [0, 2**32)"),
+    ("data-synth-cls-seed", ["data", "synth-cls", "--out", "{out}", "--seed", "-1"], {},
+     "--seed: must be in [0, 2**32)"),
     # -- devices: resolved before anything is written
     *[(f"{cmd}-{name}", [cmd, *pre, "--data", "{data}", "--out", "{out}", *tiny, *flags], {}, msg)
       for cmd, pre, tiny in [("train", ["hit-detector"], TINY_TRAIN), ("screen", [], TINY_SEARCH),
@@ -228,6 +231,11 @@ CASES: list[tuple[str, list[str], dict[str, str], str]] = [
      {"out": "a file"}, "exists and is not a folder"),
     ("screen-resume-nothing", ["screen", "--out", "{out}", "--resume"], {}, "no checkpoint to resume from"),
 ]
+
+if not torch.cuda.is_available():  # where there is a GPU, --accelerator gpu is valid input
+    CASES += [(f"{cmd}-accelerator-gpu-without-gpu", [cmd, *pre, "--data", "{data}", "--out", "{out}", *tiny,
+                                                      "--accelerator", "gpu"], {}, "--accelerator gpu")
+              for cmd, pre, tiny in [("train", ["hit-detector"], TINY_TRAIN), ("search", [], TINY_SEARCH)]]
 
 # Rows that also run as a subprocess, to prove the terminal sees one line and no traceback.
 SUBPROCESS = {"info-arch-truncated", "subspaces-unknown-op", "train-data-malformed"}
