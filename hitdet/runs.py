@@ -86,6 +86,8 @@ def check_out(out: Path, *, resume: bool, force: bool) -> None:
         raise UserError(f"{out}: is a symbolic link; give the real folder (or a new one) as --out")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
+    if is_launched_child():
+        return  # rank 0 checked and prepared the folder; the other ranks must not touch it
     existing = out if out.exists() else _existing_parent(out)
     try:  # a real probe: os.access says yes to root on a read-only mount
         with tempfile.TemporaryFile(dir=existing, prefix=".hitdet-probe-"):
@@ -94,7 +96,7 @@ def check_out(out: Path, *, resume: bool, force: bool) -> None:
         raise UserError(f"{existing}: folder is not writable ({exc.strerror or exc})") from None
     if resume:
         return
-    if out.is_dir() and any(out.iterdir()) and not force and not is_launched_child():
+    if out.is_dir() and any(out.iterdir()) and not force:
         raise UserError(f"{out}: folder exists and is not empty (use --force to replace it, --resume to continue)")
 
 
