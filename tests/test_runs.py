@@ -208,8 +208,8 @@ def test_read_only_out_is_refused(data: Path, tmp_path: Path, capsys: pytest.Cap
 # -- signals --------------------------------------------------------------------------------------
 
 
-def _expected_stop(signum: int, last: Path) -> str:
-    return (f"hitdet train: interrupted by {signal.Signals(signum).name}; last good checkpoint: {last} "
+def _expected_stop(signum: int, last: Path, command: str = "train") -> str:
+    return (f"hitdet {command}: interrupted by {signal.Signals(signum).name}; last good checkpoint: {last} "
             "(continue with --resume)")
 
 
@@ -237,7 +237,16 @@ def test_sigint_exits_130_with_one_line_naming_the_checkpoint(data: Path, tmp_pa
     assert not (tmp_path / ".run.lock").exists()
 
 
-def test_sigterm_exits_143_with_one_line(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+SIGTERM_RUNS = {
+    "train": ["train", "hit-detector", *TRAIN],
+    "screen": ["screen", "--config", "synth-cpu", "--set", "train.width=0.0625", "--set", "steps_per_epoch=1",
+               "--set", "train.detector.min_size=64", "--set", "train.detector.max_size=80", "--no-progress"],
+}
+
+
+@pytest.mark.parametrize("command", list(SIGTERM_RUNS))
+def test_sigterm_exits_143_with_one_line(command: str, data: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
     """SIGTERM (a scheduler's stop), in-process: the signal arrives once the first checkpoint exists."""
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
@@ -251,11 +260,11 @@ def test_sigterm_exits_143_with_one_line(data: Path, tmp_path: Path, capsys: pyt
     handler = signal.getsignal(signal.SIGTERM)
     sender = threading.Thread(target=send_after_first_checkpoint, daemon=True)
     sender.start()
-    code = main(["train", "hit-detector", "--data", str(data), "--out", str(run), "--epochs", "50", *TRAIN])
+    code = main([*SIGTERM_RUNS[command], "--data", str(data), "--out", str(run), "--epochs", "50"])
     sender.join()
     err = capsys.readouterr().err
     assert code == 143, err
-    assert err.strip().splitlines() == [_expected_stop(signal.SIGTERM, last)], err
+    assert err.strip().splitlines() == [_expected_stop(signal.SIGTERM, last, command)], err
     assert signal.getsignal(signal.SIGTERM) == handler  # restored for whatever runs next in this process
     assert not (tmp_path / ".run.lock").exists()
 
