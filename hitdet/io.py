@@ -40,6 +40,38 @@ def _disk_error(path: Path, exc: OSError) -> UserError:
     return UserError(f"{path.parent}: cannot write {path.name}: {reason}")
 
 
+_writing = 0  # nesting depth of atomic writes in progress (main thread: where signal handlers run)
+_deferred: list[int] = []  # signals that arrived mid-write, re-sent once the write is complete
+
+
+def writing() -> bool:
+    """True while an atomic write is in progress: a stop signal should wait for it (see :func:`defer`)."""
+    return _writing > 0
+
+
+def defer(signum: int) -> None:
+    """Re-send ``signum`` to this process when the current atomic write ends.
+
+    Raising in the middle of ``torch.save`` breaks its zip writer, which then raises a RuntimeError
+    of its own instead of the stop; so :mod:`hitdet.runs`' handlers wait for the write to finish.
+    """
+    _deferred.append(signum)
+
+
+@contextmanager
+def _uninterrupted() -> Iterator[None]:
+    global _writing
+    _writing += 1
+    try:
+        yield
+    finally:
+        _writing -= 1
+        if not _writing and _deferred:
+            signum = _deferred.pop(0)
+            _deferred.clear()
+            os.kill(os.getpid(), signum)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path next to ``path``; on a clean exit it is fsync'ed and renamed over ``path``.
@@ -55,18 +87,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except OSError as exc:
         raise _disk_error(path, exc) from None
     tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise _disk_error(path, exc) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with _uninterrupted():
+        try:
+            yield tmp
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, default_mode())
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _disk_error(path, exc) from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from hitdet import io as hio
 from hitdet.errors import NonFiniteLossError, UserError
 from hitdet.io import read_json_or_none, write_json_atomic
 
@@ -400,6 +401,9 @@ def fitting(out: Path) -> Iterator[None]:
     previous: dict[int, Any] = {}
 
     def stop(signum: int, frame: Any) -> None:
+        if hio.writing():  # never in the middle of a checkpoint: it is re-sent once the file is whole
+            hio.defer(signum)
+            return
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the teardown short
         raise _Stop(signum)
 

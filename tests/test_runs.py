@@ -269,6 +269,31 @@ def test_sigterm_exits_143_with_one_line(command: str, data: Path, tmp_path: Pat
     assert not (tmp_path / ".run.lock").exists()
 
 
+class _SignalWhilePickled:
+    """Sends SIGTERM to this process while ``torch.save`` is pickling it (mid-write); unpickles as 7."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return (int, (7,))
+
+
+def test_a_signal_mid_checkpoint_waits_for_the_whole_file(tmp_path: Path) -> None:
+    """A stop that lands inside torch.save is held until the file is renamed into place, then acts."""
+    from hitdet.runs import RunInterrupted, fitting
+
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    after = []
+    with pytest.raises(RunInterrupted) as stopped, fitting(tmp_path):
+        hio.atomic_checkpoint_io().save_checkpoint({"w": torch.ones(2), "x": _SignalWhilePickled()}, target)
+        after.append("not stopped")  # the re-sent signal stops the run right after the write
+        time.sleep(1)
+    assert stopped.value.exit_code == 143 and after in ([], ["not stopped"])
+    assert str(stopped.value) == f"interrupted by SIGTERM; last good checkpoint: {target} (continue with --resume)"
+    saved = torch.load(target, weights_only=False)
+    assert saved["x"] == 7 and torch.equal(saved["w"], torch.ones(2))
+    assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]
+
+
 # -- resume ---------------------------------------------------------------------------------------
 
 
