@@ -9,15 +9,15 @@ convert to and from NNI's ``{label: op}`` dict. No NNI here.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from hitdet.errors import UserError
+from hitdet.io import parse_json, read_json, write_json_atomic
+from hitdet.io import write_text_atomic as write_text_atomic  # re-exported: callers import both from here
 from search_spaces.detectors import DetectorSettings
 from search_spaces.ops import OPS, op_cost
 from search_spaces.structure import DetectorStructure, FixedLayer, Slot
@@ -26,6 +26,7 @@ FORMAT = "hitdet-architecture"
 VERSION = 1
 DETECTOR_TYPES = ("faster_rcnn", "retinanet")  # retinanet: head.blocks = cls tower + box tower
 NUM_LEVELS = 4
+STRIDES = (1, 2)  # every op in the pool keeps (1) or halves (2) the resolution
 
 
 class ArchitectureError(UserError):
@@ -102,36 +103,6 @@ def _stage_labels(st: DetectorStructure) -> list[list[str]]:
     return [[next(labels) for _ in stage] for stage in st.stages]
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename.
-
-    A reader (or a run killed mid-write) sees the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically (see :func:`write_text_atomic`)."""
-    return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
 # ---------------------------------------------------------------- parsing and validation
 
 
@@ -187,7 +158,10 @@ class _Reader:
         if unknown:
             raise self.fail(where, f"unknown key(s) {sorted(unknown)}")
         op = self.op(self.get(obj, "op", where, str), f"{where}.op")
-        return op, self.positive(obj, "out_channels", where), self.positive(obj, "stride", where, 1)
+        stride = self.positive(obj, "stride", where, 1)
+        if stride not in STRIDES:
+            raise self.fail(f"{where}.stride", f"must be 1 or 2 (a layer keeps or halves the resolution), got {stride}")
+        return op, self.positive(obj, "out_channels", where), stride
 
 
 def _known_keys(reader: _Reader, obj: dict, where: str, keys: set[str]) -> None:
@@ -215,14 +189,10 @@ def from_dict(data: Any, source: str = "architecture") -> Architecture:
     types = DetectorSettings.field_types()
     _known_keys(r, det, "detector", {"type", *types})
     settings = DetectorSettings(**{k: r.get(det, k, "detector", types[k]) for k in types if k in det})
-    for f in fields(DetectorSettings):
-        value = getattr(settings, f.name)
-        if types[f.name] is int and value < 1:
-            raise r.fail(f"detector.{f.name}", f"must be a positive integer, got {value}")
-        if types[f.name] is float and not 0.0 <= value <= 1.0:
-            raise r.fail(f"detector.{f.name}", f"must be between 0 and 1, got {value}")
-    if settings.num_classes < 2:
-        raise r.fail("detector.num_classes", "must count the background too, so at least 2")
+    try:
+        settings.validate()
+    except ValueError as exc:
+        raise ArchitectureError(f"{source}: detector.{exc}") from None
 
     bb = r.get(data, "backbone", "", dict)
     _known_keys(r, bb, "backbone", {"in_channels", "stem", "stages", "tail"})
@@ -337,15 +307,9 @@ def load_architecture(path_or_preset: str | os.PathLike[str]) -> Architecture:
     name = str(path_or_preset)
     preset = resources.files("hitdet.presets").joinpath(f"{name}.json")
     if not name.endswith(".json") and os.sep not in name and preset.is_file():
-        return from_dict(json.loads(preset.read_text()), f"preset {name}")
+        return from_dict(parse_json(preset.read_text(), f"preset {name}"), f"preset {name}")
     path = Path(name)
     if not path.exists():
         hint = "" if name.endswith(".json") else f" (and no preset of that name; presets: {', '.join(preset_names())})"
         raise ArchitectureError(f"{name}: no such file{hint}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArchitectureError(f"{name}: invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArchitectureError(f"{name}: cannot read: {exc}") from None
-    return from_dict(data, name)
+    return from_dict(read_json(path, what="architecture JSON", error=ArchitectureError), name)

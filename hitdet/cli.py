@@ -4,7 +4,8 @@ Each command module defines ``register(subparsers)``, which adds its parser and 
 ``func`` (called with the parsed arguments, returning an exit code or None).
 User errors (:class:`hitdet.errors.UserError`, missing files) print one line on stderr and
 exit with code 2 (a NaN or infinite training loss, :class:`hitdet.errors.NonFiniteLossError`: one
-line, exit code 3); anything else is an internal error: traceback and exit code 1.
+line, exit code 3; SIGINT/SIGTERM during a run, :class:`hitdet.runs.RunInterrupted`: one line, 130/143);
+anything else is an internal error: traceback and exit code 1.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.func(args)
     except UserError as exc:
-        print(f"hitdet {args.command}: error: {exc}", file=sys.stderr)
+        kind = "" if exc.exit_code in (130, 143) else "error: "  # hitdet.runs.RunInterrupted: a stop, not an error
+        print(f"hitdet {args.command}: {kind}{exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"hitdet {args.command}: interrupted", file=sys.stderr)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -53,16 +53,17 @@ def _as_gt(gt: COCO | Mapping[str, Any] | str | os.PathLike[str]) -> COCO:
 
 def load_detections(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read a COCO results file (a JSON list of {image_id, category_id, bbox, score})."""
+    from hitdet.io import read_json
+
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: detections file not found") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    data = read_json(path, what="detections file")
     if not isinstance(data, list):
         raise UserError(f"{path}: expected a JSON list of detections")
     return data
+
+
+def _is_finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _results_dataset(gt: COCO, detections: Sequence[Mapping[str, Any]], source: str) -> dict[str, Any]:
@@ -75,13 +76,18 @@ def _results_dataset(gt: COCO, detections: Sequence[Mapping[str, Any]], source: 
         for key in ("image_id", "category_id", "bbox", "score"):
             if key not in det:
                 raise UserError(f"{where}: no '{key}'")
+        for key in ("image_id", "category_id"):
+            if not isinstance(det[key], int) or isinstance(det[key], bool):
+                raise UserError(f"{where}: '{key}' must be an integer, got {det[key]!r}")
         if det["image_id"] not in gt.imgs:
             raise UserError(f"{where}: image_id {det['image_id']!r} is not in the ground truth")
         if det["category_id"] not in gt.cats:
             raise UserError(f"{where}: category_id {det['category_id']!r} is not in the ground truth")
         bbox = det["bbox"]
-        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
-            raise UserError(f"{where}: 'bbox' must be [x, y, width, height]")
+        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_finite(v) for v in bbox)):
+            raise UserError(f"{where}: 'bbox' must be [x, y, width, height] finite numbers, got {bbox!r}")
+        if not _is_finite(det["score"]):
+            raise UserError(f"{where}: 'score' must be a finite number, got {det['score']!r}")
         x, y, w, h = (float(v) for v in bbox)
         anns.append({
             "id": i + 1,
@@ -101,6 +107,7 @@ def coco_evaluate(
     detections: Sequence[Mapping[str, Any]] | str | os.PathLike[str],
     image_ids: Iterable[int] | None = None,
     backend: str = "pycocotools",
+    source: str | None = None,
 ) -> dict[str, float]:
     """COCO box metrics (:data:`METRIC_NAMES`) of ``detections`` against ``gt``.
 
@@ -111,7 +118,7 @@ def coco_evaluate(
     range has no ground truth), as COCOeval would.
     """
     coco_gt = _as_gt(gt)
-    source = "detections"
+    source = source or "detections"  # the file already-loaded detections came from, for error messages
     if isinstance(detections, (str, os.PathLike)):
         source = str(detections)
         detections = load_detections(detections)

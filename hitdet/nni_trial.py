@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import warnings
@@ -73,10 +72,9 @@ def read_parameters(params: str | None) -> dict[str, Any]:
                 text = path.read_text()
             except OSError as exc:
                 raise UserError(f"{path}: cannot read parameters: {exc.strerror or exc}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}: invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        from hitdet.io import parse_json
+
+        data = parse_json(text, where)
         if not isinstance(data, dict):
             raise UserError(f"{where}: expected a JSON object of parameters, got {type(data).__name__}")
         return data
@@ -146,14 +144,15 @@ def train_and_report(
         warnings.filterwarnings("ignore", message=_NNI_WARNINGS, category=RuntimeWarning)
         import pytorch_lightning as pl
         from pytorch_lightning.callbacks import Callback
-        from pytorch_lightning.loggers import TensorBoardLogger
 
         from hitdet.builder import build_detector
         from hitdet.data import ensure_synthetic
+        from hitdet.runs import build_trainer, check_devices, fitting
         from hitdet.training.module import DetectionModule
         from hitdet.training.runner import load_datasets, make_eval_loader, make_train_loader, prepare_architecture
 
     out = Path(out)
+    check_devices(accelerator, 1, "auto")
     data_dir = Path(data_dir) if data_dir is not None else ensure_synthetic()
     cfg = dataclasses.replace(cfg, half_depth=False)  # the architecture already has the configured depth
     train_ds, val_ds = load_datasets(data_dir, cfg)
@@ -173,24 +172,20 @@ def train_and_report(
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
 
-    trainer = pl.Trainer(
-        max_epochs=cfg.epochs,
+    trainer = build_trainer(
+        out,
         accelerator=accelerator,
         devices=1,
-        logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False),
+        strategy="auto",
         callbacks=[_Report()],
+        progress=progress,
+        max_epochs=cfg.epochs,
         enable_checkpointing=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
         limit_train_batches=limit_train_batches,
         log_every_n_steps=1,
-        num_sanity_val_steps=0,
         use_distributed_sampler=False,
-        default_root_dir=str(out),
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*treespec.*")
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    with fitting(out):
         trainer.fit(module, train_dataloaders=make_train_loader(train_ds, cfg.batch_size, cfg.seed, cfg.num_workers),
                     val_dataloaders=make_eval_loader(val_ds, cfg.eval_batch_size, cfg.num_workers))
     if not history:
@@ -254,6 +249,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     nni = import_nni()
     ids = {"experiment": nni.get_experiment_id(), "trial": nni.get_trial_id(), "sequence": nni.get_sequence_id()}
     arch = architecture_from_parameters(parameters, cfg, name=f"nni-{ids['trial']}", metadata={"nni": ids})
+    from hitdet.runs import check_devices
+
+    check_devices(args.accelerator, 1, "auto")  # before the trial folder is written
     out.mkdir(parents=True, exist_ok=True)
     arch.save(out / "architecture.json")
 
@@ -277,7 +275,8 @@ def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | No
     try:
         runner(args)
     except UserError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        kind = "" if exc.exit_code in (130, 143) else "error: "  # hitdet.runs.RunInterrupted: a stop
+        print(f"{prog}: {kind}{exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -22,7 +22,6 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
 import tempfile
 import types
 import typing
@@ -35,7 +34,7 @@ import yaml
 
 from hitdet.architecture import Architecture, write_json_atomic, write_text_atomic
 from hitdet.config import coerce, config_layers, parse_override
-from hitdet.errors import NonFiniteLossError, UserError
+from hitdet.errors import UserError
 from hitdet.training.config import TrainConfig
 
 MODES = ("screen", "search")
@@ -107,6 +106,7 @@ class SearchConfig:
 
 
 def _strategy_settings(mode: str, values: dict[str, Any], source: str) -> Any:
+    from search_spaces.ops import OPS
     from strategies import SearchSettings
 
     known = {f.name for f in dataclasses.fields(SearchSettings)} - {"mode", "sub_spaces"}
@@ -119,13 +119,17 @@ def _strategy_settings(mode: str, values: dict[str, Any], source: str) -> Any:
             if not (key == "screen_components" and isinstance(value, (list, tuple))):
                 coerce(value, hints[key], f"{source}: strategy.{key}")
     try:
-        return SearchSettings(mode=mode, **values)
+        settings = SearchSettings(mode=mode, **values)
     except (TypeError, ValueError) as exc:
         text = str(exc)  # SearchSettings says "field: why, got value"
         field = text.split(":", 1)[0]
         if source.endswith(f"strategy.{field}"):  # --set strategy.field=... already names it
             raise UserError(f"{source}:{text[len(field) + 1:]}") from None
         raise UserError(f"{source}: strategy.{text}") from None
+    if settings.num_ops > len(OPS):  # the pool's size is the space's business, not the strategy's
+        raise UserError(f"{source}: strategy.num_ops: must be at most the {len(OPS)} ops of the pool, "
+                        f"got {settings.num_ops}")
+    return settings
 
 
 def load_search_config(
@@ -258,38 +262,16 @@ def fixed_macs(space: Any, structure: Any, settings: Any, detector_type: str) ->
 def _check_resume_config(out: Path, cfg: SearchConfig) -> None:
     """Resuming with another space or recipe than the run's would not continue the run: refuse it.
 
-    Only ``train.epochs`` may change (to extend a run).
+    Only ``train.epochs`` may change (to extend a run); the check itself is :mod:`hitdet.runs`' (shared with train).
     """
-    path = out / "config.yaml"
-    try:
-        saved = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return  # a run from before config.yaml: nothing to compare
-    if not isinstance(saved, dict):
-        return
-    given = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))  # the same types as the saved file
-    for a in (saved, given):
-        if isinstance(a.get("train"), dict):
-            a["train"].pop("epochs", None)
+    from hitdet.runs import check_resume_config
 
-    def first_difference(x: Any, y: Any, where: str) -> str | None:
-        if isinstance(x, dict) and isinstance(y, dict):
-            for key in list(x) + [k for k in y if k not in x]:
-                found = first_difference(x.get(key), y.get(key), f"{where}.{key}" if where else str(key))
-                if found:
-                    return found
-            return None
-        return None if x == y else f"{where}: the run has {x!r}, got {y!r}"
-
-    diff = first_difference(saved, given, "")
-    if diff:
-        raise UserError(f"--resume: the config differs from the run's ({diff}); pass --config {path} "
-                        "(--epochs may change)")
+    check_resume_config(out, cfg.to_dict(), may_change=("train.epochs",))
 
 
 def resolve_sub_spaces(spec: str) -> dict[str, list[str]] | None:
     """The op lists of ``hitdet search``: None (all 32 ops), the paper's neck sub space, or a file."""
-    from strategies import PAPER_NECK_SUB_SPACE, load_subspaces
+    from strategies import PAPER_NECK_SUB_SPACE, SubSpaces
 
     if spec == "all":
         return None
@@ -298,13 +280,15 @@ def resolve_sub_spaces(spec: str) -> dict[str, list[str]] | None:
     path = Path(spec)
     if not path.is_file():
         raise UserError(f"{spec}: sub-spaces file not found (or use 'all' or 'paper-neck')")
+    from hitdet.io import read_json
+
+    data = read_json(path, what="sub-spaces file")  # bounded: size, depth and digits
+    if not isinstance(data, dict):
+        raise UserError(f"{spec}: expected a JSON object")
     try:
-        kept = {c: list(ops) for c, ops in load_subspaces(path).kept.items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # AttributeError: not a JSON object
-        reason = "expected a JSON object" if isinstance(exc, AttributeError) else str(exc)
-        if type(exc).__name__ == "JSONDecodeError":
-            reason = f"invalid JSON: {exc}"
-        raise UserError(f"{spec}: {reason}") from None
+        kept = {c: list(ops) for c, ops in SubSpaces.from_dict(data).kept.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"{spec}: {exc}") from None
     from search_spaces.ops import OPS
 
     for comp, ops in kept.items():
@@ -347,32 +331,34 @@ def run_search(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(Buffer|LinearCrossEntropyOptions).*", category=RuntimeWarning)
         import pytorch_lightning as pl
-        from nni.nas.evaluator.pytorch import DataLoader, Lightning, Trainer
-        from nni.nas.experiment import NasExperiment
-        from pytorch_lightning.callbacks import ModelCheckpoint
-        from pytorch_lightning.loggers import TensorBoardLogger
 
         from search_spaces import TrinitySpace
-        from strategies import HitDetStrategy
 
-    from hitdet.data import collate, ensure_synthetic
-    from hitdet.data.synth import check_output_dir
-    from hitdet.training.module import DetectionModule
-    from hitdet.training.runner import is_launched_child, last_good_checkpoint, load_datasets, recorded_data
+    from hitdet.data import ensure_synthetic
+    from hitdet.runs import (
+        RunLock,
+        check_devices,
+        check_out,
+        check_resume,
+        is_launched_child,
+        prepare,
+        update_run,
+    )
+    from hitdet.training.runner import load_datasets, recorded_data
     from search_spaces.detectors import DetectorSettings
     from search_spaces.structure import STRUCTURES
 
     out = Path(out)
-    ckpt_dir = out / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
     child = is_launched_child()  # DDP's extra processes re-run the command: rank 0 owns the folder
+    # -- validate everything before the run folder is touched
+    check_out(out, resume=resume, force=force)
     if resume:
-        if not last.is_file():
-            raise UserError(f"{last}: no checkpoint to resume from")
+        check_resume(out)
         data_dir = data_dir or recorded_data(out)
         _check_resume_config(out, cfg)
-    elif not child:
-        check_output_dir(out, force)
+    if strategy == "ddp":
+        strategy = "ddp_find_unused_parameters_true"  # a supernet step leaves unchosen candidates without gradients
+    check_devices(accelerator, devices, strategy)
     sub_spaces = resolve_sub_spaces(cfg.sub_spaces) if mode == "search" else None
     settings_obj = _strategy_settings(mode, cfg.strategy, "config")
     data_dir = Path(data_dir) if data_dir is not None else ensure_synthetic()
@@ -405,39 +391,63 @@ def run_search(
             raise UserError(f"target_macs: {cfg.target_macs / 1e9:.4g} G is not above the {fixed / 1e9:.4g} G MACs "
                             f"that every detector of this space spends outside the searched positions")
         settings_obj = dataclasses.replace(settings_obj, target_macs=cfg.target_macs - fixed)
+    report = None
     if backbone_weights is not None:
         from hitdet.pretrain.weights import load_backbone_weights
 
-        print(load_backbone_weights(space, backbone_weights).summary())
+        report = load_backbone_weights(space, backbone_weights)
 
-    if not child:
-        if not resume and out.exists():
-            shutil.rmtree(out)  # only reached with --force (checked above)
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        write_json_atomic(out / "run.json", {"data": str(data_dir.resolve()), "mode": mode, "resumed": resume})
-    if strategy == "ddp":
-        strategy = "ddp_find_unused_parameters_true"  # a supernet step leaves unchosen candidates without gradients
+    with RunLock(out):
+        prepare(out, resume=resume, force=force)
+        if report is not None and not child:
+            print(report.summary())
+        if not child:
+            if not resume:
+                write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            update_run(out, data=str(data_dir.resolve()), mode=mode, resumed=resume)
+        trainer, strat = _run_experiment(
+            mode, out, cfg, space, settings_obj, sub_spaces, train_ds, resume=resume, accelerator=accelerator,
+            devices=devices, strategy=strategy, progress=progress, callbacks=callbacks, child=child,
+        )
+        if not trainer.is_global_zero:
+            return {}
+        return _write_results(mode, out, cfg, strat, structure, settings, categories)
 
+
+def _run_experiment(
+    mode: str, out: Path, cfg: SearchConfig, space: Any, settings_obj: Any, sub_spaces: Any, train_ds: Any, *,
+    resume: bool, accelerator: str, devices: int | str, strategy: str, progress: bool, callbacks: list[Any] | None,
+    child: bool,
+) -> tuple[Any, Any]:
+    """Build the Trainer and NNI's one-shot experiment, and run it (every rank)."""
+    import pytorch_lightning as pl
+    from nni.nas.evaluator.pytorch import DataLoader, Lightning, Trainer
+    from nni.nas.experiment import NasExperiment
+
+    from hitdet.data import collate
+    from hitdet.runs import build_trainer, checkpoint_callback, fitting
+    from hitdet.training.module import DetectionModule
+    from strategies import HitDetStrategy
+
+    train_cfg = cfg.train
+    last = out / "checkpoints" / "last.ckpt"
     pl.seed_everything(train_cfg.seed, verbose=False)
-    checkpoints = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="epoch{epoch:03d}", auto_insert_metric_name=False, save_top_k=-1,
+    checkpoints = checkpoint_callback(
+        out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False, save_top_k=-1,
         save_last=True, every_n_epochs=1,
     )
-    trainer = Trainer(
-        max_epochs=train_cfg.epochs,
+    trainer = build_trainer(
+        out,
         accelerator=accelerator,
         devices=devices,
         strategy=strategy,
-        logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False),
         callbacks=[checkpoints, *(callbacks or [])],
-        enable_progress_bar=progress,
-        enable_model_summary=False,
+        progress=progress,
+        trainer_class=Trainer,
+        max_epochs=train_cfg.epochs,
         limit_val_batches=0,
         limit_train_batches=cfg.steps_per_epoch or 1.0,
-        num_sanity_val_steps=0,
         log_every_n_steps=1,
-        default_root_dir=str(out),
     )
     loader = DataLoader(
         train_ds, batch_size=train_cfg.batch_size, shuffle=True, collate_fn=collate, num_workers=train_cfg.num_workers
@@ -457,29 +467,32 @@ def run_search(
     nni_logger = logging.getLogger("nni")
     level = nni_logger.level
     nni_logger.setLevel(logging.ERROR)  # one-shot runs have no NNI manager: its start-up chatter is noise
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*treespec.*")
-        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message="When using training service to spawn trials")
-        try:
-            experiment.run()
-        except NonFiniteLossError as exc:
-            raise NonFiniteLossError(f"{exc}; {last_good_checkpoint(last)}") from None
-        finally:
-            experiment.stop()
-            nni_logger.setLevel(level)
-            if scratch is not None:
-                scratch.cleanup()
-    if not trainer.is_global_zero:
-        return {}
+    try:
+        with fitting(out):
+            try:
+                experiment.run()
+            finally:
+                experiment.stop()
+    finally:
+        nni_logger.setLevel(level)
+        if scratch is not None:
+            scratch.cleanup()
+    return trainer, strat
 
+
+def _write_results(
+    mode: str, out: Path, cfg: SearchConfig, strat: Any, structure: Any, settings: Any, categories: list[Any]
+) -> dict[str, Any]:
+    """Rank 0: the exported sample, metadata, and the sub spaces (screen) or the architecture (search)."""
+    train_cfg = cfg.train
+    input_size = _input_size(cfg, settings)
+    num_rois = cfg.num_rois or settings.box_batch_size_per_image
     result = strat.export_result()
     write_json_atomic(out / "sample.json", result.sample)
     write_json_atomic(out / "metadata.json", result.metadata)
     summary: dict[str, Any] = {"mode": mode, "out": str(out), "sample": str(out / "sample.json")}
     if mode == "screen":
-        summary["sub_spaces"] = str(result.sub_spaces.save(out / "subspaces.json"))
+        summary["sub_spaces"] = str(write_json_atomic(out / "subspaces.json", result.sub_spaces.to_dict()))
         summary["kept"] = {c: list(v) for c, v in result.sub_spaces.kept.items()}
     else:
         metadata = {**result.metadata, "categories": categories, "searched_width": train_cfg.width}

@@ -65,6 +65,19 @@ class DetectorSettings:
         div = self.size_divisible
         return -(-self.min_size // div) * div, -(-self.max_size // div) * div
 
+    def validate(self) -> None:
+        """Raise ValueError ("field: why") for the first value out of range: every count and size is a
+        positive integer, every fraction and threshold in [0, 1], and the classes include the background."""
+        types = self.field_types()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if types[f.name] is int and value < 1:
+                raise ValueError(f"{f.name}: must be a positive integer, got {value}")
+            if types[f.name] is float and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{f.name}: must be between 0 and 1, got {value}")
+        if self.num_classes < 2:
+            raise ValueError("num_classes: must count the background too, so at least 2")
+
 
 def anchor_generator(num_levels: int, base: int = 32) -> AnchorGenerator:
     """One anchor size per level (base, 2*base, ...) x three aspect ratios."""

@@ -82,11 +82,18 @@ class SubSpaces:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the JSON (through a temporary file, so a crash never leaves half a file)."""
+        # strategies/ may not import hitdet (hitdet.io has the shared helper): the same steps, inline.
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "w") as f:
+                f.write(json.dumps(self.to_dict(), indent=2) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
 
     @classmethod

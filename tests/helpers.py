@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,3 +57,17 @@ def spread_scores(model: torch.nn.Module, seed: int) -> torch.nn.Module:
         for layer, scale in ((predictor.cls_score, 20.0), (predictor.bbox_pred, 0.05)):
             layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * scale)
     return model.eval()
+
+
+def tree(root: Path) -> dict[str, Any]:
+    """Every path under ``root`` (links not followed) with its content, link target or mode: the file tree."""
+    found: dict[str, Any] = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        if path.is_symlink():
+            found[key] = ("link", os.readlink(path))
+        elif path.is_file():
+            found[key] = ("file", path.stat().st_mode, path.read_bytes())
+        else:
+            found[key] = ("dir", path.stat().st_mode)
+    return found

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         except RuntimeError as exc:
             raise UserError(f"--device: {exc}") from None
         detections = predict(model, ds, batch_size=args.batch_size, device=device)
-    metrics = coco_evaluate(ds.coco, detections, backend=args.backend)
+    metrics = coco_evaluate(ds.coco, detections, backend=args.backend, source=args.detections)
     write_json_atomic(out / "detections.json", detections)
     write_json_atomic(out / "metrics.json", {
         "metrics": metrics, "weights": str(args.weights), "architecture": str(args.arch),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from hitdet.errors import UserError
+from hitdet.io import open_image, read_json
 
 Target = dict[str, Any]
 Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
@@ -52,12 +52,7 @@ def read_annotations(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read: {exc}") from None
+    data = read_json(path, what="annotation file", error=DataError)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object with images, annotations and categories")
     for key in ("images", "categories"):
@@ -75,6 +70,8 @@ def read_annotations(path: str | os.PathLike[str]) -> dict[str, Any]:
     for i, img in enumerate(data["images"]):
         if not isinstance(img, dict) or not isinstance(img.get("id"), int):
             raise DataError(f"{path}: images[{i}]: needs an integer 'id'")
+        if img["id"] in image_ids:
+            raise DataError(f"{path}: images[{i}]: duplicate image id {img['id']}")
         if not isinstance(img.get("file_name"), str):
             raise DataError(f"{path}: images[{i}] (id {img['id']}): needs a 'file_name'")
         for key in ("width", "height"):
@@ -113,7 +110,7 @@ def coco_from_dict(data: dict[str, Any]) -> COCO:
 def load_rgb(path: Path, record: str) -> Image.Image:
     """Open an image as RGB (grayscale, palette, RGBA, CMYK... converted); errors name it."""
     try:
-        with Image.open(path) as img:
+        with open_image(path, record) as img:
             img.load()
             if img.mode == "P" and "transparency" in img.info:
                 img = img.convert("RGBA")
@@ -122,8 +119,8 @@ def load_rgb(path: Path, record: str) -> Image.Image:
                 scale = 255.0 / max(float(arr.max()), 1.0) if arr.max() > 255 else 1.0
                 img = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8))
             return img.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found ({record})") from None
+    except UserError as exc:
+        raise DataError(str(exc)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{path}: cannot decode image ({record}): {exc}") from None
 
@@ -195,10 +192,10 @@ class CocoDetection(Dataset):
             return int(info["width"]), int(info["height"])
         path = self.images_dir / info["file_name"]
         try:
-            with Image.open(path) as img:
+            with open_image(path, f"image id {image_id}") as img:
                 info["width"], info["height"] = img.size
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"{path}: cannot decode image (image id {image_id}): {exc}") from None
+        except UserError as exc:
+            raise DataError(str(exc)) from None
         return int(info["width"]), int(info["height"])
 
     @property

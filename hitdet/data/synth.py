@@ -90,6 +90,10 @@ class SynthSpec:
     max_objects: int = 4  # the glyphs style draws up to max_objects + 2
     style: str = "shapes"  # or "glyphs": another dataset with other statistics (see the module docstring)
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.seed < 2**32:  # numpy's seeds
+            raise UserError(f"--seed: must be in [0, 2**32), got {self.seed}")
+
 
 def split_paths(root: str | os.PathLike[str], split: str) -> tuple[Path, Path]:
     """(images folder, annotation JSON) of ``split`` in a COCO-layout dataset folder."""

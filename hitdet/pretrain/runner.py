@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,25 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from hitdet.architecture import write_json_atomic
 from hitdet.errors import UserError
+from hitdet.io import write_json_atomic
 from hitdet.pretrain.config import PretrainConfig
 from hitdet.pretrain.data import load_classification_data
 from hitdet.pretrain.model import BackboneClassifier, PretrainTarget
 from hitdet.pretrain.weights import load_backbone_weights, save_backbone_weights
+from hitdet.runs import (
+    RunLock,
+    build_trainer,
+    check_devices,
+    check_out,
+    check_resume,
+    checkpoint_callback,
+    fitting,
+    is_launched_child,
+    prepare,
+    read_run,
+    update_run,
+)
 
 WEIGHTS_NAME = "backbone.pt"
 SUMMARY_NAME = "pretrain.json"
@@ -35,37 +47,24 @@ RUN_NAME = "run.json"
 _OWN = (WEIGHTS_NAME, SUMMARY_NAME, RUN_NAME, "checkpoints", "tensorboard")
 
 
-def _is_ddp_child() -> bool:
-    """A process that Lightning's DDP launcher started: rank 0 already prepared the run folder."""
-    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
-
-
 def prepare_run_folder(out: Path, target: PretrainTarget, *, resume: bool, force: bool) -> Path | None:
-    """Check (and with ``force`` clear) the run folder; returns the checkpoint to resume from, if any."""
-    run_file = out / RUN_NAME
-    if resume:
-        ckpt = out / "checkpoints" / "last.ckpt"
-        if not ckpt.is_file():
-            raise UserError(f"{out}: nothing to resume (no checkpoints/last.ckpt)")
-        if run_file.is_file():
-            before = json.loads(run_file.read_text()).get("target", {})
-            now = json.loads(json.dumps(target.describe()))
-            for key in ("kind", "structure", "candidates"):
-                if before.get(key) != now.get(key):
-                    raise UserError(f"{out}: --resume with another target than the run's ({key} differs)")
-        return ckpt
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not _is_ddp_child():
-        if not force:
-            raise UserError(f"{out}: folder is not empty (use --force to replace its run, --resume to continue it)")
-        for name in _OWN:
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    return None
+    """Check the run folder (nothing written); returns the checkpoint to resume from, if any.
+
+    ``--force`` clears the old run later (:func:`hitdet.runs.prepare`, only the names in ``_OWN``),
+    after everything else validated.
+    """
+    check_out(out, resume=resume, force=force)
+    if not resume:
+        return None
+    if not (out / "checkpoints" / "last.ckpt").is_file():
+        raise UserError(f"{out}: nothing to resume (no checkpoints/last.ckpt)")
+    before = read_run(out).get("target", {})
+    if before:
+        now = json.loads(json.dumps(target.describe()))
+        for key in ("kind", "structure", "candidates"):
+            if before.get(key) != now.get(key):
+                raise UserError(f"{out}: --resume with another target than the run's ({key} differs)")
+    return check_resume(out)
 
 
 def run_pretraining(
@@ -84,21 +83,19 @@ def run_pretraining(
 ) -> dict[str, Any]:
     """Pretrain ``target`` as a classifier on ``data_dir``; writes ``out_dir/backbone.pt``; returns the summary."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-    from pytorch_lightning.loggers import TensorBoardLogger
 
     from hitdet.pretrain.module import ClassificationModule
 
     out = Path(out_dir)
-    data = load_classification_data(data_dir, config)
     ckpt = prepare_run_folder(out, target, resume=resume, force=force)
+    check_devices(accelerator, devices, strategy)
+    data = load_classification_data(data_dir, config)
     pl.seed_everything(config.seed, workers=True, verbose=False)
 
     backbone = target.build_backbone(uniform=True)
     init_report = None
     if init_weights is not None:
         init_report = load_backbone_weights(backbone, init_weights, choices=target.choices)
-        print(init_report.summary())
     model = BackboneClassifier(backbone, len(data.classes))
     module = ClassificationModule(model, config)
 
@@ -111,14 +108,27 @@ def run_pretraining(
     train_loader = DataLoader(data.train, shuffle=True, drop_last=len(data.train) > config.batch_size, **loader_args)
     val_loader = DataLoader(data.val, shuffle=False, **loader_args) if data.val is not None else None
 
-    if not _is_ddp_child():
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
-            out / RUN_NAME,
-            {"target": target.describe(), "config": config.to_dict(), "data": str(data.root), "classes": data.classes},
-        )
-    checkpoint = ModelCheckpoint(
-        dirpath=out / "checkpoints",
+    lock = RunLock(out).acquire()
+    try:
+        prepare(out, resume=resume, force=force, own=_OWN)
+        if init_report is not None and not is_launched_child():
+            print(init_report.summary())
+        update_run(out, target=target.describe(), config=config.to_dict(), data=str(data.root), classes=data.classes)
+        return _fit(target, out, config, data, module, model, train_loader, val_loader, ckpt, init_report,
+                    accelerator=accelerator, devices=devices, strategy=strategy, progress=progress)
+    finally:
+        lock.release()
+
+
+def _fit(
+    target: PretrainTarget, out: Path, config: PretrainConfig, data: Any, module: Any, model: BackboneClassifier,
+    train_loader: DataLoader, val_loader: DataLoader | None, ckpt: Path | None, init_report: Any, *,
+    accelerator: str, devices: int | str, strategy: str, progress: bool,
+) -> dict[str, Any]:
+    from pytorch_lightning.callbacks import LearningRateMonitor
+
+    checkpoint = checkpoint_callback(
+        out / "checkpoints",
         filename="epoch{epoch:03d}",
         auto_insert_metric_name=False,
         every_n_epochs=1,
@@ -127,25 +137,24 @@ def run_pretraining(
         monitor="step" if config.keep_checkpoints != -1 else None,
         mode="max",
     )
-    trainer = pl.Trainer(
+    trainer = build_trainer(
+        out,
         accelerator=accelerator,
         devices=devices,
         strategy=strategy,
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        progress=progress,
         max_epochs=config.epochs,
         max_steps=config.max_steps,
         precision=config.precision,
         sync_batchnorm=config.sync_batchnorm,
-        logger=TensorBoardLogger(str(out), name="tensorboard", version=""),
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
         log_every_n_steps=config.log_every_n_steps,
         deterministic=False,
     )
     start = time.time()
     try:
-        trainer.fit(module, train_loader, val_loader, ckpt_path=str(ckpt) if ckpt else None)
+        with fitting(out):
+            trainer.fit(module, train_loader, val_loader, ckpt_path=str(ckpt) if ckpt else None)
     except RuntimeError as exc:
         if ckpt is not None and "Error(s) in loading state_dict" in str(exc):
             raise UserError(f"{ckpt}: the checkpoint does not fit this target: {str(exc).splitlines()[0]}") from None

@@ -76,6 +76,8 @@ def write_synthetic_classification(
         raise UserError("--train-per-class must be >= 1 and --val-per-class >= 0")
     if image_size < 16:
         raise UserError(f"--size must be at least 16 pixels, got {image_size}")
+    if not 0 <= seed < 2**32:  # numpy's seeds
+        raise UserError(f"--seed: must be in [0, 2**32), got {seed}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")

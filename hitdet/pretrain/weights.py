@@ -13,11 +13,9 @@ too when the architecture's ops are given (the chosen candidates are extracted).
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch
 from torch import nn
 
 from hitdet.errors import UserError
+from hitdet.io import read_json, save_torch_atomic
 
 FORMAT = "hitdet-backbone-weights"
 VERSION = 1
@@ -99,17 +98,8 @@ def save_backbone_weights(
     """Write a backbone's state dict and ``metadata`` atomically (temporary file + rename)."""
     state = backbone.state_dict() if isinstance(backbone, nn.Module) else backbone
     state = {k: v.detach().cpu().clone() for k, v in state.items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save({"format": FORMAT, "version": VERSION, "state_dict": state, "metadata": dict(metadata)}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return save_torch_atomic(path, {"format": FORMAT, "version": VERSION, "state_dict": state,
+                                    "metadata": dict(metadata)})
 
 
 def read_backbone_weights(path: str | os.PathLike[str]) -> BackboneWeights:
@@ -133,8 +123,8 @@ def read_backbone_weights(path: str | os.PathLike[str]) -> BackboneWeights:
         meta = {"kind": "unknown", "epoch": data.get("epoch")}
         run = Path(name).resolve().parent.parent / "run.json"  # OUT/checkpoints/X.ckpt -> OUT/run.json
         try:
-            meta.update(json.loads(run.read_text())["target"])
-        except (OSError, ValueError, KeyError, TypeError):
+            meta.update(read_json(run)["target"])
+        except (UserError, KeyError, TypeError, ValueError):
             pass
     elif isinstance(data, dict) and "format" in data:
         raise UserError(f"{name}: a {data['format']!r} file, not backbone weights ({FORMAT})")

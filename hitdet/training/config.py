@@ -9,6 +9,7 @@ Set ``lr`` to use a fixed value instead.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,11 @@ def _check_detector(overrides: dict[str, Any], where: str) -> dict[str, Any]:
         if key not in types_:
             raise UserError(f"{where}.{key}: unknown detector setting (known: {', '.join(types_)})")
         out[key] = coerce(value, types_[key], f"{where}.{key}")
+        try:  # the ranges are DetectorSettings' own (the architecture JSON is checked by the same)
+            dataclasses.replace(DetectorSettings(), **{key: out[key]}).validate()
+        except ValueError as exc:
+            if not str(exc).startswith("num_classes"):  # the data decides the classes (checked later)
+                raise UserError(f"{where}.{exc}") from None
     return out
 
 
@@ -147,10 +153,31 @@ def _validate(cfg: TrainConfig) -> None:
     for key in positive:
         if getattr(cfg, key) < 1:
             raise UserError(f"config: {key}: must be a positive integer, got {getattr(cfg, key)}")
+    for key in ("lr", "base_lr", "width", "momentum", "weight_decay", "warmup_ratio", "gamma", "grad_clip_norm",
+                "hflip_prob"):
+        value = getattr(cfg, key)
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"config: {key}: must be a finite number, got {value}")
     if cfg.width <= 0:
         raise UserError(f"config: width: must be positive, got {cfg.width}")
     if cfg.lr is not None and cfg.lr <= 0:
         raise UserError(f"config: lr: must be positive, got {cfg.lr}")
+    if cfg.base_lr <= 0:
+        raise UserError(f"config: base_lr: must be positive, got {cfg.base_lr}")
+    for key in ("momentum", "weight_decay", "gamma", "grad_clip_norm", "warmup_iters"):
+        if getattr(cfg, key) < 0:
+            raise UserError(f"config: {key}: must be >= 0, got {getattr(cfg, key)}")
+    if cfg.num_workers < 0:
+        raise UserError(f"config: num_workers: must be >= 0, got {cfg.num_workers}")
+    if not 0 <= cfg.seed < 2**32:
+        raise UserError(f"config: seed: must be in [0, 2**32), got {cfg.seed}")
+    if cfg.keep_checkpoints == 0 or cfg.keep_checkpoints < -1:
+        raise UserError(f"config: keep_checkpoints: must be positive or -1 (all), got {cfg.keep_checkpoints}")
+    try:
+        cfg.apply_to_settings(DetectorSettings()).validate()
+    except ValueError as exc:
+        if not str(exc).startswith("num_classes"):
+            raise UserError(f"config: detector.{exc}") from None
     if not 0.0 <= cfg.hflip_prob <= 1.0:
         raise UserError(f"config: hflip_prob: must be between 0 and 1, got {cfg.hflip_prob}")
     if sorted(cfg.milestones) != cfg.milestones:

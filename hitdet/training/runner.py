@@ -14,22 +14,39 @@ Run folder::
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
 
-from hitdet.architecture import Architecture, write_json_atomic
+from hitdet.architecture import Architecture
 from hitdet.data import AspectRatioBatchSampler, CocoDetection, aspect_ratios, collate, ensure_synthetic, load_split
-from hitdet.data.synth import check_output_dir
-from hitdet.errors import NonFiniteLossError, UserError
+from hitdet.errors import UserError
+from hitdet.io import read_json_or_none, write_bytes_atomic, write_json_atomic
+from hitdet.runs import (
+    RunLock,
+    build_trainer,
+    check_devices,
+    check_out,
+    check_resume,
+    check_resume_config,
+    checkpoint_callback,
+    fitting,
+    is_launched_child,
+    last_good_checkpoint,
+    prepare,
+    read_run,
+    update_run,
+)
 from hitdet.training.config import TrainConfig, save_config
 from hitdet.training.weights import read_state_dict, save_weights
 
+__all__ = ["is_launched_child", "last_good_checkpoint", "train"]  # the first two now live in hitdet.runs
+
+RESUME_MAY_CHANGE = ("epochs",)  # --resume --epochs N extends a run
+RECOVERY_KEYS = ("lr", "grad_clip_norm")  # may change on --resume only after a divergence (exit 3); run.json
 VERIFY_LIMIT = 5000  # decode every image up front when a dataset is at most this big
 
 
@@ -95,11 +112,6 @@ def architecture_categories(arch: Architecture) -> list[int] | None:
     return None
 
 
-def is_launched_child() -> bool:
-    """True in the processes Lightning's DDP launcher starts (they re-run the command)."""
-    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
-
-
 def _datamodule(train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig) -> Any:
     import pytorch_lightning as pl
 
@@ -131,26 +143,17 @@ def load_datasets(
 
 def recorded_data(out: Path) -> Path | None:
     """The dataset a run was started on (run.json), so ``--resume`` needs no ``--data``."""
-    try:
-        data = json.loads((out / "run.json").read_text()).get("data")
-    except (OSError, ValueError, AttributeError):
-        return None
+    data = read_run(out).get("data")
     return Path(data) if isinstance(data, str) else None
 
 
-def last_good_checkpoint(last: Path) -> str:
-    """Where a stopped run can resume from, for the one-line error."""
-    return f"last good checkpoint: {last}" if last.is_file() else "no checkpoint was saved yet"
-
-
-_recorded_data = recorded_data  # the earlier private name, used by hitdet.searching
+_recorded_data = recorded_data  # the earlier private name
 
 
 def _history(out: Path) -> list[dict[str, Any]]:
-    try:
-        return list(json.loads((out / "metrics.json").read_text()).get("history", []))
-    except (OSError, ValueError, AttributeError):
-        return []
+    data = read_json_or_none(out / "metrics.json")
+    history = data.get("history") if isinstance(data, dict) else None
+    return list(history) if isinstance(history, list) else []
 
 
 def train(
@@ -165,27 +168,27 @@ def train(
     strategy: str = "auto",
     progress: bool = True,
     backbone_weights: str | os.PathLike[str] | None = None,
+    callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Retrain ``arch`` on ``data_dir`` (default: the built-in synthetic dataset) into ``out``.
 
     Returns the summary written to ``metrics.json`` (best and last validation metrics).
+    ``callbacks``: extra Lightning callbacks (after hitdet's own). The run folder's lifecycle
+    (validation before writing, the lock, --force, signals, resume checks) is :mod:`hitdet.runs`'.
     """
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-    from pytorch_lightning.loggers import TensorBoardLogger
 
     from hitdet.builder import build_detector
-    from hitdet.training.module import DetectionModule
 
     out = Path(out)
     child = is_launched_child()
-    ckpt_dir = out / "checkpoints"
-    resume_from = ckpt_dir / "last.ckpt"
+    # -- validate everything before the run folder is touched
+    check_out(out, resume=resume, force=force)
+    recovery: list[tuple[str, Any, Any]] = []
     if resume:
-        if not resume_from.is_file():
-            raise UserError(f"{resume_from}: no checkpoint to resume from")
-    elif not child:
-        check_output_dir(out, force)
+        check_resume(out)
+        recovery = check_resume_config(out, config.to_dict(), may_change=RESUME_MAY_CHANGE, recovery=RECOVERY_KEYS)
+    check_devices(accelerator, devices, strategy)
     if data_dir is None and resume:
         data_dir = recorded_data(out)
     data_dir = Path(data_dir) if data_dir is not None else ensure_synthetic()
@@ -193,23 +196,47 @@ def train(
     train_ds, val_ds = load_datasets(data_dir, cfg, architecture_categories(arch) if resume else None)
     if not resume:
         arch = prepare_architecture(arch, train_ds.categories(), cfg)
-    # built (and pretrained weights checked) before the run folder is touched
     pl.seed_everything(cfg.seed, verbose=False)
     model = build_detector(arch)
+    report = None
     if backbone_weights is not None and not resume:
         from hitdet.pretrain.weights import load_backbone_weights
 
         report = load_backbone_weights(model, backbone_weights, choices=arch.sample())
-        if not child:
-            print(report.summary())
-    if not child:
-        if not resume and out.exists():
-            shutil.rmtree(out)  # only reached with --force (checked above)
-        out.mkdir(parents=True, exist_ok=True)
-        arch.save(out / "architecture.json")
-        save_config(cfg, out / "config.yaml")
-        write_json_atomic(out / "run.json", {"data": str(data_dir.resolve()), "resumed": resume})
 
+    with RunLock(out):
+        prepare(out, resume=resume, force=force)
+        if report is not None and not child:
+            print(report.summary())
+        if not child:
+            if not resume:
+                arch.save(out / "architecture.json")
+                update_run(out, data=str(data_dir.resolve()), resumed=False)
+            if not resume or recovery:
+                save_config(cfg, out / "config.yaml")
+            if resume:
+                run = read_run(out)
+                fields: dict[str, Any] = {"data": str(data_dir.resolve()), "resumed": True}
+                if recovery:
+                    entry = {key: {"from": old, "to": new} for key, old, new in recovery}
+                    fields["recoveries"] = [*run.get("recoveries", []), {**entry, "after": run.get("diverged")}]
+                    fields["diverged"] = None
+                update_run(out, **fields)
+        return _fit(arch, out, cfg, model, train_ds, val_ds, data_dir, resume=resume, accelerator=accelerator,
+                    devices=devices, strategy=strategy, progress=progress, callbacks=callbacks)
+
+
+def _fit(
+    arch: Architecture, out: Path, cfg: TrainConfig, model: Any, train_ds: Dataset, val_ds: Dataset, data_dir: Path,
+    *, resume: bool, accelerator: str, devices: int | str, strategy: str, progress: bool, callbacks: list[Any] | None,
+) -> dict[str, Any]:
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import Callback, LearningRateMonitor
+
+    from hitdet.training.module import DetectionModule
+
+    ckpt_dir = out / "checkpoints"
+    resume_from = ckpt_dir / "last.ckpt"
     module = DetectionModule(model, cfg)
     history = _history(out) if resume else []
 
@@ -224,34 +251,25 @@ def train(
             history.append({"epoch": epoch, **module.last_metrics})
             write_json_atomic(out / "metrics.json", {"history": history})
 
-    every_epoch = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="epoch{epoch:03d}", auto_insert_metric_name=False, monitor="step", mode="max",
+    every_epoch = checkpoint_callback(
+        ckpt_dir, filename="epoch{epoch:03d}", auto_insert_metric_name=False, monitor="step", mode="max",
         save_top_k=cfg.keep_checkpoints, save_last=True, every_n_epochs=1,
     )
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/AP", mode="max", save_top_k=1,
-                           enable_version_counter=False)
-    trainer = pl.Trainer(
-        max_epochs=cfg.epochs,
+    best = checkpoint_callback(ckpt_dir, filename="best", monitor="val/AP", mode="max", save_top_k=1)
+    trainer = build_trainer(
+        out,
         accelerator=accelerator,
         devices=devices,
         strategy=strategy,
-        logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False),
-        callbacks=[every_epoch, best, LearningRateMonitor(logging_interval="step"), _Record()],
-        enable_progress_bar=progress,
-        enable_model_summary=False,
+        callbacks=[every_epoch, best, LearningRateMonitor(logging_interval="step"), _Record(), *(callbacks or [])],
+        progress=progress,
+        max_epochs=cfg.epochs,
         log_every_n_steps=min(10, max(1, len(train_ds) // cfg.batch_size)),
-        num_sanity_val_steps=0,
         use_distributed_sampler=False,
-        default_root_dir=str(out),
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*treespec.*")  # Lightning's own deprecation, not ours
-        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")  # --resume
-        try:
-            trainer.fit(module, datamodule=_datamodule(train_ds, val_ds, cfg),
-                        ckpt_path=str(resume_from) if resume else None)
-        except NonFiniteLossError as exc:
-            raise NonFiniteLossError(f"{exc}; {last_good_checkpoint(resume_from)}") from None
+    with fitting(out):
+        trainer.fit(module, datamodule=_datamodule(train_ds, val_ds, cfg),
+                    ckpt_path=str(resume_from) if resume else None)
     if not trainer.is_global_zero:
         return {}
 
@@ -262,7 +280,7 @@ def train(
         save_weights(out / "best.pt", read_state_dict(best.best_model_path),
                      epoch=best_entry["epoch"] if best_entry else None, metrics=best_entry or {})
     else:
-        shutil.copyfile(out / "last.pt", out / "best.pt")
+        write_bytes_atomic(out / "best.pt", (out / "last.pt").read_bytes())
     summary = {"best": best_entry, "last": history[-1] if history else None, "history": history,
                "epochs": cfg.epochs, "data": str(data_dir)}
     write_json_atomic(out / "metrics.json", summary)

@@ -6,7 +6,6 @@ No NNI or Lightning import here, so ``hitdet eval`` starts fast.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,33 +14,17 @@ import torch
 from torch import nn
 
 from hitdet.errors import UserError
+from hitdet.io import default_mode as default_mode  # re-exported (its earlier home)
+from hitdet.io import save_torch_atomic
 
 WEIGHTS_FORMAT = "hitdet-weights"
 _PREFIXES = ("_model.", "model.")
 
 
-def default_mode() -> int:
-    """The mode a plain ``open()`` would give a new file (mkstemp's is 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def save_weights(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], **meta: Any) -> Path:
     """Write a detector's state dict (plus metadata: epoch, metrics) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save({"format": WEIGHTS_FORMAT, "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
-                    **meta}, tmp)
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    state = {k: v.detach().cpu() for k, v in state_dict.items()}
+    return save_torch_atomic(path, {"format": WEIGHTS_FORMAT, "state_dict": state, **meta})
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
