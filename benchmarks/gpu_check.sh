@@ -27,7 +27,7 @@
 # Usage:  bash benchmarks/gpu_check.sh                 # cuda, the figures above
 #         bash benchmarks/gpu_check.sh --device cpu    # the same flow, tiny, on CPU (checks the script)
 # Options: --steps N (training steps per benchmark variant and per screen/search epoch, default 3),
-#          --python PY (default: python3), --out DIR (work folder; default $OUT/gpu_check or a temp dir).
+#          --python PY (default: python3), --out DIR (results; default $OUT/gpu_check or a temp dir).
 set -euo pipefail
 
 DEVICE=cuda
@@ -52,6 +52,8 @@ if [ -z "$WORK" ]; then
     if [ -n "${OUT:-}" ]; then WORK="$OUT/gpu_check"; else WORK="$(mktemp -d -t hitdet-gpu-check-XXXXXX)"; fi
 fi
 mkdir -p "$WORK"
+RUNS="$(mktemp -d -t hitdet-gpu-runs-XXXXXX)"  # data and runs (full-width checkpoints: GBs) stay out of WORK
+trap 'rm -rf "$RUNS"' EXIT
 export PYTHONPATH="$ROOT:$ROOT/.devdeps:$ROOT/benchmarks/devdeps_stubs${PYTHONPATH:+:$PYTHONPATH}"
 export HOME="$WORK/home"          # NNI writes ~/nni-experiments
 mkdir -p "$HOME"
@@ -125,12 +127,14 @@ COMMON=(--accelerator "$ACCEL" --epochs 1 --no-progress --set "steps_per_epoch=$
         --set strategy.log_heatmaps=false "${SIZE[@]}")
 
 stamp "hitdet data synth"
-"$PY" -m hitdet data synth --out "$WORK/data" "${SYNTH[@]}" --force
+"$PY" -m hitdet data synth --out "$RUNS/data" "${SYNTH[@]}" --force
 
 stamp "hitdet screen: 32 ops, half depth, recompute"
-hitdet screen --data "$WORK/data" --out "$WORK/screen" --force "${COMMON[@]}"
+hitdet screen --data "$RUNS/data" --out "$RUNS/screen" --force "${COMMON[@]}"
+cp "$RUNS/screen/subspaces.json" "$WORK/"
 
 stamp "hitdet search: the screened 8-op sub spaces, full depth, recompute"
-hitdet search --data "$WORK/data" --out "$WORK/search" --force --sub-spaces "$WORK/screen/subspaces.json" "${COMMON[@]}"
+hitdet search --data "$RUNS/data" --out "$RUNS/search" --force --sub-spaces "$RUNS/screen/subspaces.json" "${COMMON[@]}"
+cp "$RUNS/search/architecture.json" "$WORK/"
 
-stamp "done; results in $WORK"
+stamp "done; benchmark JSONs, subspaces.json and architecture.json in $WORK"

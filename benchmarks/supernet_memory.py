@@ -14,8 +14,12 @@ steps from the first step).
 Memory: CPU, the growth of the process's peak resident set over the training steps (the peak is
 reset to the current RSS through /proc/self/clear_refs when training starts, after the model, the
 data and the optimisers are built); CUDA, ``torch.cuda.max_memory_allocated`` minus the memory
-allocated when training starts. Time: the median step time after the first step. Ratios are to
-``fixed``.
+allocated when training starts. On CPU the workers run with ``MALLOC_MMAP_THRESHOLD_=65536`` and
+``MALLOC_ARENA_MAX=1``: glibc then hands large freed blocks back at once, so that the resident set follows
+the memory actually in use (with its defaults it keeps freed blocks, and the peak RSS of the recomputing
+supernet, which frees and allocates a lot, was ~100 MiB higher at 32 ops; ``--glibc-cache`` keeps the
+defaults). Time: the median step time after the first step, under the same allocator settings for every
+variant. Ratios are to ``fixed``.
 
 Predicted memory of the paper's setting (800x1333 images, full width, 512 RoIs per image): the
 measured growth minus the weight-sized state (weights' gradients and SGD momentum, 8 bytes a
@@ -303,6 +307,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--keep-going", action="store_true", help="report a failed variant (out of memory), go on")
+    p.add_argument(
+        "--glibc-cache", action="store_true", help="CPU: keep glibc's default caching of freed memory (RSS overstates)"
+    )
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker is not None:
@@ -320,6 +327,8 @@ def main() -> int:
         flags = ["-S"] if sys.flags.no_site else []  # as this interpreter was started
         cmd = [sys.executable, *flags, str(Path(__file__).resolve()), "--worker", job]
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        if args.device == "cpu" and not args.glibc_cache:
+            env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_ARENA_MAX="1")  # module docstring
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if done.returncode != 0 or line is None:

@@ -8,8 +8,9 @@ architecture parameter keep their length, so indices stay stable for checkpoints
 How the candidates are combined is the layer's ``mixed_op`` (a strategy setting): ``"full"``, the
 DARTS weighted sum under autograd (every candidate's activations kept for the backward pass);
 ``"recompute"``, the same sum and gradients with one candidate's activations alive at a time
-(:mod:`strategies.recompute`); ``"sample"``, ``sample_k`` candidates drawn per step
-(:mod:`strategies.sampling`).
+(:mod:`strategies.recompute`; a layer called with anything but one tensor, or without grad, sums as
+``"full"``); ``"sample"``, ``sample_k`` candidates drawn per training step (:mod:`strategies.sampling`;
+in eval mode the layer sums all of them).
 """
 
 from __future__ import annotations
