@@ -191,8 +191,12 @@ def predict(
     batch_size: int = 4,
     device: str | torch.device = "cpu",
     num_workers: int = 0,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run a detector over a (COCO) dataset or a Subset of one; detections in COCO results format."""
+    """Run a detector over a (COCO) dataset or a Subset of one; detections in COCO results format.
+
+    ``progress``: a progress bar over the batches (``hitdet eval``).
+    """
     from hitdet.data import AspectRatioBatchSampler, aspect_ratios, collate, unwrap
 
     base, _ = unwrap(dataset)
@@ -206,8 +210,13 @@ def predict(
     was_training = model.training
     model.eval().to(device)
     results: list[dict[str, Any]] = []
+    batches: Any = loader
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(loader, desc="eval", unit="batch", leave=False)
     try:
-        for images, targets in loader:
+        for images, targets in batches:
             outputs = model([img.to(device) for img in images])
             results.extend(to_coco_results(outputs, [t["image_id"] for t in targets], mapping))
     finally:

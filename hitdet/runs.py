@@ -133,7 +133,7 @@ def quiet_lightning() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def check_devices(accelerator: str, devices: int | str, strategy: str) -> None:
+def check_devices(accelerator: str, devices: int | str, strategy: str, precision: str = "32-true") -> None:
     """Resolve Lightning's accelerator/strategy/devices now, so a bad one fails before anything is written.
 
     An unknown accelerator or strategy, ``gpu`` with no GPU, more devices than there are: exit 2, one line.
@@ -143,11 +143,12 @@ def check_devices(accelerator: str, devices: int | str, strategy: str) -> None:
 
     try:
         with quiet_lightning():
-            pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
+            pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, precision=precision, logger=False,
                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     except (MisconfigurationException, ValueError, TypeError, RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"--accelerator {accelerator} --strategy {strategy} --devices {devices}: {first}") from None
+        raise UserError(f"--accelerator {accelerator} --strategy {strategy} --devices {devices} "
+                        f"--precision {precision}: {first}") from None
 
 
 # ---------------------------------------------------------------- the lock, and preparing the folder

@@ -358,7 +358,7 @@ def run_search(
         _check_resume_config(out, cfg)
     if strategy == "ddp":
         strategy = "ddp_find_unused_parameters_true"  # a supernet step leaves unchosen candidates without gradients
-    check_devices(accelerator, devices, strategy)
+    check_devices(accelerator, devices, strategy, cfg.train.precision)
     sub_spaces = resolve_sub_spaces(cfg.sub_spaces) if mode == "search" else None
     settings_obj = _strategy_settings(mode, cfg.strategy, "config")
     data_dir = Path(data_dir) if data_dir is not None else ensure_synthetic()
@@ -423,6 +423,7 @@ def _run_experiment(
     import pytorch_lightning as pl
     from nni.nas.evaluator.pytorch import DataLoader, Lightning, Trainer
     from nni.nas.experiment import NasExperiment
+    from pytorch_lightning.callbacks import LearningRateMonitor
 
     from hitdet.data import collate
     from hitdet.runs import build_trainer, checkpoint_callback, fitting
@@ -432,21 +433,23 @@ def _run_experiment(
     train_cfg = cfg.train
     last = out / "checkpoints" / "last.ckpt"
     pl.seed_everything(train_cfg.seed, verbose=False)
+    keep = train_cfg.keep_checkpoints  # a 32-op epoch checkpoint is ~90 MB: keep the newest few, as train does
     checkpoints = checkpoint_callback(
-        out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False, save_top_k=-1,
-        save_last=True, every_n_epochs=1,
+        out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False, save_top_k=keep,
+        monitor="step" if keep != -1 else None, mode="max", save_last=True, every_n_epochs=1,
     )
     trainer = build_trainer(
         out,
         accelerator=accelerator,
         devices=devices,
         strategy=strategy,
-        callbacks=[checkpoints, *(callbacks or [])],
+        callbacks=[checkpoints, LearningRateMonitor(logging_interval="step"), *(callbacks or [])],
         progress=progress,
         trainer_class=Trainer,
         max_epochs=train_cfg.epochs,
         limit_val_batches=0,
-        limit_train_batches=cfg.steps_per_epoch or 1.0,
+        limit_train_batches=cfg.steps_per_epoch or train_cfg.steps_per_epoch or 1.0,
+        precision=train_cfg.precision,
         log_every_n_steps=1,
     )
     loader = DataLoader(

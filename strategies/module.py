@@ -489,6 +489,10 @@ class HitDetLightningModule(DartsLightningModule):
         )
         if self.settings.screening and self._arch_on():
             self.screen()
+            if self._trainer is not None and self.events:  # the counts after this epoch's removals
+                active = self.active()
+                self.log_dict({f"num_ops/{c}": float(comp.presence(active).any(0).sum())
+                               for c, comp in self.components.items()}, on_step=False, on_epoch=True)
         if self.settings.log_heatmaps:
             logs.log_heatmaps(
                 self.logger, self.components, self.probs(), self.active(), self.trainer.current_epoch,

@@ -138,3 +138,22 @@ def test_macs_counts_parse_with_units():
     for bad in ("abc", "-1G", 0, "nanG", True):
         with pytest.raises(UserError, match="target_macs"):
             parse_macs(bad)
+
+
+def test_screen_keeps_few_checkpoints_and_logs_lr_and_op_counts(demo, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, _ = demo
+    run = tmp_path / "screen"
+    code = main(["screen", "--data", str(out / "data"), "--out", str(run), "--config", "synth-cpu", "--epochs", "3",
+                 "--no-progress", "--num-ops", "2", *[f"--set={s}" for s in TINY], "--set", "train.keep_checkpoints=1",
+                 "--set", "strategy.arch_start_epoch=1", "--set", "ops=[sep_k3, skip, conv_k3, conv_k1]",
+                 "--precision", "32-true", "--num-workers", "0"])
+    assert code == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch002.ckpt", "last.ckpt"]
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert any(t.startswith("lr") for t in tags), tags
+    # the op counts after the last epoch's removals: 4 -> 3 -> 2 per component
+    for comp in ("backbone", "neck", "head"):
+        assert [s.value for s in events.Scalars(f"num_ops/{comp}")][-1] == 2

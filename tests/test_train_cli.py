@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from hitdet import build_detector, load_architecture
 from hitdet.cli import main
@@ -98,3 +99,38 @@ def test_eval_errors_are_one_line(run: dict[str, Path], capsys: pytest.CaptureFi
     bad.write_bytes(b"garbage")
     assert main(["eval", arch, "--weights", str(bad), "--data", str(data)]) == 2
     assert "bad.pt: cannot read weights" in capsys.readouterr().err
+
+
+def test_eval_writes_one_folder_per_weights_file(run: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    out, data = run["out"], run["data"]
+    arch = str(out / "architecture.json")
+    for name in ("best", "last"):
+        assert main(["eval", arch, "--weights", str(out / f"{name}.pt"), "--data", str(data), "--batch-size", "1",
+                     "--no-progress"]) == 0
+    assert (out / "eval-best" / "metrics.json").is_file() and (out / "eval-last" / "metrics.json").is_file()
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", arch, "--weights", "x.pt", "--data", str(data), "--accelerator", "tpu"])
+    assert exit_.value.code == 2 and "--accelerator: invalid choice" in capsys.readouterr().err
+
+
+def test_run_options_reach_the_trainer(run: dict[str, Path], tmp_path: Path) -> None:
+    """--precision, --num-workers and steps_per_epoch are config keys the Trainer and loaders obey."""
+    import pytorch_lightning as pl
+
+    seen: dict[str, object] = {}
+
+    class Probe(pl.Callback):
+        def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            seen.update(precision=trainer.precision, batches=trainer.num_training_batches,
+                        workers=trainer.train_dataloader.num_workers, steps=trainer.global_step)
+
+    from hitdet.training.config import load_config
+    from hitdet.training.runner import train
+
+    cfg = load_config("synth-cpu", ["detector.min_size=64", "detector.max_size=80", "epochs=1", "batch_size=2",
+                                    "steps_per_epoch=1", "precision=bf16-mixed", "num_workers=0"])
+    train(load_architecture("hit-detector"), tmp_path / "r", cfg, run["data"], accelerator="cpu",
+          progress=False, callbacks=[Probe()])
+    assert seen == {"precision": "bf16-mixed", "batches": 1, "workers": 0, "steps": 1}
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert saved["precision"] == "bf16-mixed" and saved["steps_per_epoch"] == 1

@@ -5,16 +5,32 @@ from __future__ import annotations
 import argparse
 
 from hitdet.errors import UserError
+from hitdet.training.config import PRECISIONS
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """--resume, --force and the Lightning device options, with one wording everywhere."""
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from checkpoints/last.ckpt")
     p.add_argument("--force", action="store_true", help="replace the run in a non-empty OUT")
-    p.add_argument("--accelerator", default="cpu", help="Lightning accelerator: cpu (default), gpu, auto")
+    p.add_argument("--accelerator", default="auto",
+                   help="Lightning accelerator: auto (default: a GPU if there is one), cpu, gpu")
     p.add_argument("--devices", default="1", help="number of devices (default 1); >1 with --strategy ddp")
     p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    p.add_argument("--precision", choices=PRECISIONS, help="Lightning precision (default 32-true; bf16-mixed or "
+                   "16-mixed on GPUs); shortcut for the config key precision")
+    p.add_argument("--num-workers", type=int, help="data-loading worker processes; shortcut for the config key "
+                   "num_workers")
+
+
+def run_overrides(args: argparse.Namespace, section: str = "") -> list[str]:
+    """The config overrides ``--precision`` and ``--num-workers`` stand for (``section``: "train." for the search)."""
+    out = []
+    if args.precision is not None:
+        out.append(f"{section}precision={args.precision}")
+    if args.num_workers is not None:
+        out.append(f"{section}num_workers={args.num_workers}")
+    return out
 
 
 def parse_devices(text: str) -> int | str:

@@ -12,12 +12,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="weights: RUN/best.pt, RUN/last.pt or a Lightning .ckpt (required)")
     p.add_argument("--data", help="dataset folder in COCO layout (default: the run's own, else the built-in one)")
     p.add_argument("--split", default="val", help="split to evaluate (default val)")
-    p.add_argument("--out", help="folder for metrics.json and detections.json (default: WEIGHTS folder/eval)")
+    p.add_argument("--out", help="folder for metrics.json and detections.json (default: WEIGHTS_FOLDER/eval-WEIGHTS, "
+                   "one folder per weights file, e.g. RUN/eval-best)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--backend", default="pycocotools", choices=["pycocotools", "faster-coco-eval"],
                    help="COCOeval implementation (default pycocotools)")
     p.add_argument("--batch-size", type=int,
                    help="images per forward pass (default: the run's eval_batch_size, as in its validation; else 4)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"],
+                   help="where the model runs: auto (default: a GPU if there is one), cpu, gpu")
     p.add_argument("--detections", help="score this COCO results file instead of running a model (no weights read)")
     p.add_argument("--force", action="store_true", help="replace the results in a non-empty --out folder")
     p.set_defaults(func=run)
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if arch.settings.num_classes != ds.num_classes + 1:
         raise UserError(f"{args.arch}: detector.num_classes is {arch.settings.num_classes}, but {ds.ann_file} has "
                         f"{ds.num_classes} categories (+ background = {ds.num_classes + 1})")
-    default_out = Path(args.weights or args.detections).resolve().parent / "eval"
+    source = Path(args.weights or args.detections).resolve()
+    default_out = source.parent / f"eval-{source.stem}"  # best.pt and last.pt each get their own results
     out = Path(args.out) if args.out else default_out
     check_output_dir(out, args.force)
     if args.detections:
@@ -67,11 +71,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         model = load_weights(build_detector(arch), args.weights)
         ds.verify_images()
-        try:
-            device = torch.device(args.device)
-        except RuntimeError as exc:
-            raise UserError(f"--device: {exc}") from None
-        detections = predict(model, ds, batch_size=args.batch_size, device=device)
+        if args.accelerator == "gpu" and not torch.cuda.is_available():
+            raise UserError("--accelerator gpu: no GPU is available")
+        device = torch.device("cuda" if args.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
+        detections = predict(model, ds, batch_size=args.batch_size, device=device, progress=not args.no_progress)
     metrics = coco_evaluate(ds.coco, detections, backend=args.backend, source=args.detections)
     write_json_atomic(out / "detections.json", detections)
     write_json_atomic(out / "metrics.json", {

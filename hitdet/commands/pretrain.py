@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hitdet.commands.common import add_run_options, parse_devices
+from hitdet.commands.common import add_run_options, parse_devices, run_overrides
 from hitdet.errors import UserError
 
 
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         recipe = "supernet"
     config = load_config(
         args.config,
-        args.overrides,
+        [*args.overrides, *run_overrides(args)],
         recipe=recipe,
         epochs=args.epochs,
         batch_size=args.batch_size,

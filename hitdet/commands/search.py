@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hitdet.commands.common import add_run_options, parse_devices
+from hitdet.commands.common import add_run_options, parse_devices, run_overrides
 from hitdet.errors import UserError
 
 
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hitdet.searching import load_search_config, run_search
 
-    overrides = list(args.set)
+    overrides = [*args.set, *run_overrides(args, "train.")]
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
     if args.mode == "screen":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hitdet.commands.common import add_run_options, parse_devices
+from hitdet.commands.common import add_run_options, parse_devices, run_overrides
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
         if args.arch is None:
             raise UserError("ARCH: give an architecture JSON or preset name (e.g. hit-detector)")
         arch = load_architecture(args.arch)
-    cfg = load_config(config, args.overrides, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      width=args.width)
+    cfg = load_config(config, [*args.overrides, *run_overrides(args)], epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, width=args.width)
     from hitdet.training.runner import train
 
     summary = train(arch, out, cfg, data_dir=args.data, resume=args.resume, force=args.force,

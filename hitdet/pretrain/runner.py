@@ -88,7 +88,7 @@ def run_pretraining(
 
     out = Path(out_dir)
     ckpt = prepare_run_folder(out, target, resume=resume, force=force)
-    check_devices(accelerator, devices, strategy)
+    check_devices(accelerator, devices, strategy, config.precision)
     data = load_classification_data(data_dir, config)
     pl.seed_everything(config.seed, workers=True, verbose=False)
 

@@ -22,6 +22,8 @@ from hitdet.config import coerce, config_layers, parse_override, update_values
 from hitdet.errors import UserError
 from search_spaces.detectors import DetectorSettings
 
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")  # what --precision offers (Lightning's names)
+
 
 @dataclass
 class TrainConfig:
@@ -48,6 +50,8 @@ class TrainConfig:
     eval_batch_size: int = 4
     keep_checkpoints: int = 3  # per-epoch checkpoints kept (the newest); -1 keeps all
     backend: str = "pycocotools"  # COCO evaluation backend for validation
+    precision: str = "32-true"  # Lightning precision: 32-true, bf16-mixed or 16-mixed (GPUs; bf16 on CPU)
+    steps_per_epoch: int | None = None  # cap on batches per epoch (Lightning's limit_train_batches)
     # DetectorSettings overrides (min_size, max_size, rpn_post_nms_top_n_train,
     # box_batch_size_per_image, ...): fewer proposals and RoIs train much faster on CPU.
     detector: dict[str, Any] = field(default_factory=dict)
@@ -171,6 +175,10 @@ def _validate(cfg: TrainConfig) -> None:
         raise UserError(f"config: num_workers: must be >= 0, got {cfg.num_workers}")
     if not 0 <= cfg.seed < 2**32:
         raise UserError(f"config: seed: must be in [0, 2**32), got {cfg.seed}")
+    if cfg.precision not in PRECISIONS:
+        raise UserError(f"config: precision: expected one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    if cfg.steps_per_epoch is not None and cfg.steps_per_epoch < 1:
+        raise UserError(f"config: steps_per_epoch: must be a positive integer, got {cfg.steps_per_epoch}")
     if cfg.keep_checkpoints == 0 or cfg.keep_checkpoints < -1:
         raise UserError(f"config: keep_checkpoints: must be positive or -1 (all), got {cfg.keep_checkpoints}")
     try:

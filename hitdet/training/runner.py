@@ -188,7 +188,7 @@ def train(
     if resume:
         check_resume(out)
         recovery = check_resume_config(out, config.to_dict(), may_change=RESUME_MAY_CHANGE, recovery=RECOVERY_KEYS)
-    check_devices(accelerator, devices, strategy)
+    check_devices(accelerator, devices, strategy, config.precision)
     if data_dir is None and resume:
         data_dir = recorded_data(out)
     data_dir = Path(data_dir) if data_dir is not None else ensure_synthetic()
@@ -266,6 +266,8 @@ def _fit(
         max_epochs=cfg.epochs,
         log_every_n_steps=min(10, max(1, len(train_ds) // cfg.batch_size)),
         use_distributed_sampler=False,
+        precision=cfg.precision,
+        limit_train_batches=cfg.steps_per_epoch or 1.0,
     )
     with fitting(out):
         trainer.fit(module, datamodule=_datamodule(train_ds, val_ds, cfg),
