@@ -6,7 +6,6 @@ file is a one-line :class:`~hitdet.errors.UserError` naming that file, never a t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,10 @@ SEARCH, TRAIN = "search", "train"
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``; a one-line error naming the file when missing or not valid."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    """The JSON object in ``path`` (hitdet.io's bounded reader); a one-line error naming the file otherwise."""
+    from hitdet.io import read_json
+
+    data = read_json(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object")
     return data

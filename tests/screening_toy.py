@@ -58,32 +58,31 @@ def body(ops: Sequence[str] | None, choice: bool) -> nn.ModuleList:
     return layers
 
 
-class ToyNet(nn.Module):
+class _Toy:
+    """Stem, the three positions, a 1x1 read-out: one forward for the fixed net and the space."""
+
+    def build(self, ops: Sequence[str] | None) -> None:
+        self.stem = nn.Conv2d(3, CHANNELS, 3, padding=1)
+        self.layers = body(ops, choice=ops is None)
+        self.out = nn.Conv2d(CHANNELS, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for layer in self.layers:
+            x = layer(x)
+        return self.out(x)
+
+
+class ToyNet(_Toy, nn.Module):
     def __init__(self, ops: Sequence[str]) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, CHANNELS, 3, padding=1)
-        self.layers = body(ops, choice=False)
-        self.out = nn.Conv2d(CHANNELS, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for layer in self.layers:
-            x = layer(x)
-        return self.out(x)
+        nn.Module.__init__(self)
+        self.build(ops)
 
 
-class ToySpace(ModelSpace):
+class ToySpace(_Toy, ModelSpace):
     def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, CHANNELS, 3, padding=1)
-        self.layers = body(None, choice=True)
-        self.out = nn.Conv2d(CHANNELS, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for layer in self.layers:
-            x = layer(x)
-        return self.out(x)
+        ModelSpace.__init__(self)
+        self.build(None)
 
 
 class Regression(LightningModule):
