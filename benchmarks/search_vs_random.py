@@ -156,13 +156,22 @@ class Harness:
         self.k = args.k if args.k is not None else scale.k
         self.progress = not args.no_progress
 
+    def check_configs(self) -> None:
+        """Resolve every config up front: a bad recipe or --train-set fails before anything runs."""
+        from hitdet.searching import load_search_config
+        from hitdet.training.config import load_config
+
+        load_search_config("screen", self.args.recipe, self.scale.screen)
+        load_search_config("search", self.args.recipe, self.scale.search)
+        load_config(self.args.recipe, [*self.scale.train, *self.args.train_set])
+
     # -- stages ---------------------------------------------------------------------------------
 
     def check_options(self) -> None:
         """A run folder holds one set of options: reusing its stages with others would mix results."""
         a = self.args
         options = {"datasets": a.datasets, "k": self.k, "seed": a.seed, "scale": a.scale, "quick": a.quick,
-                   "recipe": a.recipe, "tolerance": a.tolerance}
+                   "recipe": a.recipe, "tolerance": a.tolerance, "train_set": a.train_set}
         path = self.out / "harness.json"
         if path.is_file():
             saved = json.loads(path.read_text())
@@ -222,8 +231,8 @@ class Harness:
         timings["data+screen+search"] = time.perf_counter() - t0
 
         # The searched architecture is already at the search's width: train it (and the samples) at 1x of it.
-        cfg = load_config(self.args.recipe, [*self.scale.train, f"seed={self.args.seed}", "width=1.0",
-                                             "half_depth=false"])
+        cfg = load_config(self.args.recipe, [*self.scale.train, *self.args.train_set, f"seed={self.args.seed}",
+                                             "width=1.0", "half_depth=false"])
         train_ds, val_ds = load_datasets(data, cfg)
         categories = train_ds.categories()
         prepared = prepare_architecture(searched, categories, cfg)
@@ -377,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke run: tiny data, 1 epoch, K = 2 (a few minutes)")
     p.add_argument("--recipe", default="synth-cpu", help="search and train recipe name (default synth-cpu)")
     p.add_argument("--tolerance", type=float, default=0.15, help="MACs tolerance of the random samples (0.15)")
+    p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override of the rows' training recipe, as hitdet train --set (e.g. epochs=12); repeatable")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     import pytorch_lightning  # noqa: F401  (it sets its loggers' level on import: quieten them after)
@@ -394,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--tolerance: expected a fraction in (0, 1), got {args.tolerance}")
         args.datasets = ",".join(datasets)
         harness = Harness(args)
+        harness.check_configs()
         harness.out.mkdir(parents=True, exist_ok=True)
         harness.check_options()
         summaries = [harness.run_dataset(style) for style in datasets]
