@@ -145,6 +145,23 @@ def _draw(draw: ImageDraw.ImageDraw, cat_id: int, box: tuple[int, int, int, int]
         draw.rectangle((cx - tw // 2, y0, cx - tw // 2 + tw - 1, ye), fill=fill)
 
 
+def _place_box(
+    rng: np.random.Generator, w: int, h: int, sides: tuple[float, float], aspects: tuple[float, float],
+    min_side: float, max_iou: float, objects: list[tuple[int, tuple[int, ...]]],
+) -> tuple[int, int, int, int] | None:
+    """A box of a random side and aspect that overlaps no placed object by more than ``max_iou`` (20 tries)."""
+    for _attempt in range(20):
+        side = rng.uniform(*sides)
+        aspect = float(np.exp(rng.uniform(np.log(aspects[0]), np.log(aspects[1]))))
+        bw = int(round(min(w - 2, max(min_side, side * np.sqrt(aspect)))))
+        bh = int(round(min(h - 2, max(min_side, side / np.sqrt(aspect)))))
+        x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+        box = (x0, y0, x0 + bw, y0 + bh)
+        if all(_iou(box, b) <= max_iou for _, b in objects):
+            return box
+    return None
+
+
 def _image(rng: np.random.Generator, spec: SynthSpec) -> tuple[Image.Image, list[tuple[int, tuple[int, ...]]]]:
     w, h = IMAGE_SIZES[rng.integers(len(IMAGE_SIZES))]
     img = Image.fromarray(_background(rng, w, h))
@@ -155,17 +172,9 @@ def _image(rng: np.random.Generator, spec: SynthSpec) -> tuple[Image.Image, list
     for _ in range(count):
         cat = CATEGORIES[rng.integers(len(CATEGORIES))]["id"]
         kind = kinds[rng.choice(len(kinds), p=probs)]
-        for _attempt in range(20):
-            side = rng.uniform(*_SIDE_RANGES[kind])
-            aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
-            bw = int(round(min(w - 2, max(4.0, side * np.sqrt(aspect)))))
-            bh = int(round(min(h - 2, max(4.0, side / np.sqrt(aspect)))))
-            x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
-            box = (x0, y0, x0 + bw, y0 + bh)
-            # Overlaps are allowed, but not so much that an object is mostly hidden.
-            if all(_iou(box, b) <= 0.3 for _, b in objects):
-                break
-        else:
+        # Overlaps are allowed, but not so much that an object is mostly hidden.
+        box = _place_box(rng, w, h, _SIDE_RANGES[kind], (0.5, 2.0), 4.0, 0.3, objects)
+        if box is None:
             continue
         _draw(draw, cat, box, _colour(rng, cat))
         objects.append((cat, box))
@@ -241,16 +250,8 @@ def _glyph_image(rng: np.random.Generator, spec: SynthSpec) -> tuple[Image.Image
     for _ in range(count):
         cat = GLYPH_CATEGORIES[rng.integers(len(GLYPH_CATEGORIES))]["id"]
         kind = kinds[rng.choice(len(kinds), p=probs)]
-        for _attempt in range(20):
-            side = rng.uniform(*_GLYPH_SIDE_RANGES[kind])
-            aspect = float(np.exp(rng.uniform(np.log(0.6), np.log(1.6))))
-            bw = int(round(min(w - 2, max(6.0, side * np.sqrt(aspect)))))
-            bh = int(round(min(h - 2, max(6.0, side / np.sqrt(aspect)))))
-            x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
-            box = (x0, y0, x0 + bw, y0 + bh)
-            if all(_iou(box, b) <= 0.2 for _, b in objects):
-                break
-        else:
+        box = _place_box(rng, w, h, _GLYPH_SIDE_RANGES[kind], (0.6, 1.6), 6.0, 0.2, objects)
+        if box is None:
             continue
         _draw_glyph(draw, cat, box, _glyph_colour(rng))
         objects.append((cat, box))
