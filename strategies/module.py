@@ -26,6 +26,7 @@ from strategies.costs import (
     table_from_measurement,
     table_from_space,
 )
+from strategies.distributed import rewrap_ddp
 from strategies.mixed import HitDetMixedLayer
 from strategies.penalty import (
     Component,
@@ -488,7 +489,10 @@ class HitDetLightningModule(DartsLightningModule):
              "scores": self.epoch_scores()}
         )
         if self.settings.screening and self._arch_on():
+            removed_before = len(self.events)
             self.screen()
+            if len(self.events) > removed_before and self._trainer is not None:
+                rewrap_ddp(self.trainer)  # so that DDP's reducer lets the removed ops' weights go
             if self._trainer is not None and self.events:  # the counts after this epoch's removals
                 active = self.active()
                 self.log_dict({f"num_ops/{c}": float(comp.presence(active).any(0).sum())

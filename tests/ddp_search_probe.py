@@ -6,6 +6,8 @@ rank by re-running this very command. Each rank writes ``TRACE/rank{r}.pt``:
 - ``alpha``: after every training step, the α of every searched position, the removed-op
   masks (screening changes them at epoch ends) and the image ids of the step's two batches;
 - ``sample`` / ``kept``: what that rank's own copy of the strategy exports;
+- ``epochs``: at the start of every epoch, which candidates (of those with weights) still have live weights (a weak
+  reference per parameter, after a garbage collection) next to which are still active;
 - ``writes``: every file or folder that rank created, wrote, renamed or removed under OUT,
   caught by a Python audit hook (``open`` for writing, ``os.mkdir``, ``os.rename`` ...).
 
@@ -17,9 +19,11 @@ usage: ddp_search_probe.py MODE DATA OUT TRACE [--resume] [--set=KEY=VALUE ...]
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +77,28 @@ def main() -> None:
 
         def __init__(self) -> None:
             self.steps: list[dict[str, Any]] = []
+            self.epochs: list[dict[str, Any]] = []
+            self.weights: dict[tuple[str, str], list[Any]] = {}
             self.module: Any = None
             self.rank = -1
 
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             self.module, self.rank = pl_module, trainer.global_rank
+            # a weak reference to every candidate's weights: does anything still hold removed ones?
+            self.weights = {(label, str(name)): [weakref.ref(p) for p in m.parameters()]
+                            for label, g in pl_module.layers.items() for name, m in g[0].candidate_modules()}
+
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            gc.collect()
+            ddp = trainer.strategy.model
+            self.epochs.append({
+                "epoch": trainer.current_epoch,
+                "alive": sorted(f"{label}:{name}" for (label, name), refs in self.weights.items()
+                                if any(r() is not None for r in refs)),
+                "active": sorted(f"{label}:{name}" for label, g in pl_module.layers.items()
+                                 for name, m in g[0].candidate_modules() if any(True for _ in m.parameters())),
+                "wrapper": type(ddp).__name__,
+            })
 
         def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, idx: int) -> None:
             self.steps.append({
@@ -96,8 +117,8 @@ def main() -> None:
     result = export_result(trace_cb.module)
     kept = {c: list(ops) for c, ops in result.sub_spaces.kept.items()} if result.sub_spaces is not None else None
     trace.mkdir(parents=True, exist_ok=True)
-    torch.save({"alpha": trace_cb.steps, "sample": result.sample, "kept": kept, "writes": list(writes),
-                "world_size": trace_cb.module.trainer.world_size},
+    torch.save({"alpha": trace_cb.steps, "epochs": trace_cb.epochs, "sample": result.sample, "kept": kept,
+                "writes": list(writes), "world_size": trace_cb.module.trainer.world_size},
                trace / f"rank{trace_cb.rank}.pt")
 
 

@@ -1,4 +1,5 @@
-"""Several processes: a 2-process gloo screen and search keep α identical on every rank at every step.
+"""Several processes: a 2-process gloo screen and search keep α identical on every rank at every step,
+and a screen frees the removed ops' weights on every rank.
 
 tests/ddp_search_probe.py runs the search exactly as ``hitdet screen/search --strategy ddp
 --devices 2`` does (``run_search``) and saves, per rank, α after every step, the batches seen,
@@ -94,6 +95,15 @@ def test_ddp_screen_same_alpha_and_removals_on_every_rank(data: Path, tmp_path: 
     first, last = ranks[0]["alpha"][0]["active"], ranks[0]["alpha"][-1]["active"]
     assert all(int(m.sum()) == 4 for m in first.values()) and any(int(m.sum()) < 4 for m in last.values())
     assert ranks[0]["kept"] == ranks[1]["kept"]
+    # the removed ops' weights are gone on both ranks: DDP was re-wrapped around the pruned supernet
+    for rank in ranks:
+        epochs = rank["epochs"]
+        assert [e["epoch"] for e in epochs] == [0, 1, 2] and {e["wrapper"] for e in epochs} == {
+            "DistributedDataParallel"}
+        assert len(epochs[-1]["active"]) < len(epochs[0]["active"])  # epoch 1's end removed ops
+        for e in epochs:
+            assert e["alive"] == e["active"], f"epoch {e['epoch']}: removed ops still alive " + str(
+                sorted(set(e["alive"]) - set(e["active"]))[:4])
     assert all(len(ops) == 2 for ops in ranks[0]["kept"].values())
     saved = json.loads((out / "subspaces.json").read_text())["components"]
     assert {c: v["ops"] for c, v in saved.items()} == ranks[0]["kept"]
