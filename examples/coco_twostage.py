@@ -245,30 +245,14 @@ def _stage(name: str, timings: dict[str, float], fn: Callable[[], Any]) -> Any:
 
 def run_pipeline(args: argparse.Namespace, detector: str = "faster_rcnn") -> dict[str, Any]:
     """Screen, search, retrain and evaluate ``detector`` into ``args.out``; returns the summary."""
-    import torch
-
-    from hitdet.architecture import load_architecture, write_json_atomic
-    from hitdet.builder import build_detector
-    from hitdet.data import load_split
-    from hitdet.data.synth import check_output_dir
-    from hitdet.evaluation import coco_evaluate, format_table, predict
-    from hitdet.searching import load_search_config, run_search
+    from hitdet.runs import RunLock, check_out, prepare
+    from hitdet.searching import load_search_config
     from hitdet.training.config import load_config
-    from hitdet.training.runner import architecture_categories, train
-    from hitdet.training.weights import load_weights
-    from strategies import load_subspaces
 
     out: Path = args.out
     child = is_launched_child()
     splits = data_splits(args)
-    if not child:
-        check_output_dir(out, args.force)
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-    timings: dict[str, float] = {}
-    data = _stage("data", timings, lambda: prepare_data(splits, out)) if not child else out / "data"
-
+    check_out(out, resume=False, force=args.force, resumable=False)
     recipe_search, recipe_train = ("synth-cpu", "synth-cpu") if args.smoke else ("paper", "paper")
     screen_set = SMOKE_SCREEN if args.smoke else PAPER_SCREEN
     search_set = SMOKE_SEARCH if args.smoke else PAPER_SEARCH
@@ -281,20 +265,43 @@ def run_pipeline(args: argparse.Namespace, detector: str = "faster_rcnn") -> dic
     run_opts: dict[str, Any] = dict(backbone_weights=args.backbone_weights, accelerator=args.accelerator,
                                     devices=devices, strategy=search_strategy, progress=not args.no_progress)
 
+    # every config is read and checked before the run folder is touched
+    sub_spaces = out / "screen" / "subspaces.json"
     screen_cfg = load_search_config("screen", recipe_search, [*det, *screen_set, *args.screen_set])
+    search_cfg = load_search_config("search", recipe_search,
+                                    [*det, *search_set, f"sub_spaces={sub_spaces}", *args.search_set])
+    train_cfg = load_config(recipe_train, [*train_set, *args.train_set])
+    with RunLock(out):  # rank 0's; the other DDP ranks take none
+        prepare(out, resume=False, force=args.force)
+        return _run_stages(args, out, child, splits, screen_cfg, search_cfg, train_cfg, run_opts)
+
+
+def _run_stages(args: argparse.Namespace, out: Path, child: bool, splits: Any, screen_cfg: Any, search_cfg: Any,
+                train_cfg: Any, run_opts: dict[str, Any]) -> dict[str, Any]:
+    """The stages of :func:`run_pipeline`, into ``out`` (locked and emptied by the caller)."""
+    import torch
+
+    from hitdet.architecture import load_architecture, write_json_atomic
+    from hitdet.builder import build_detector
+    from hitdet.data import load_split
+    from hitdet.evaluation import coco_evaluate, format_table, predict
+    from hitdet.searching import run_search
+    from hitdet.training.runner import architecture_categories, train
+    from hitdet.training.weights import load_weights
+    from strategies import load_subspaces
+
+    timings: dict[str, float] = {}
+    data = _stage("data", timings, lambda: prepare_data(splits, out)) if not child else out / "data"
     _stage("screen", timings, lambda: run_search("screen", out / "screen", screen_cfg, data, **run_opts))
     sub_spaces = out / "screen" / "subspaces.json"
     if child:
         _wait_for(sub_spaces)
-    search_cfg = load_search_config("search", recipe_search,
-                                    [*det, *search_set, f"sub_spaces={sub_spaces}", *args.search_set])
     _stage("search", timings, lambda: run_search("search", out / "search", search_cfg, data, **run_opts))
     arch_path = out / "search" / "architecture.json"
     if child:
         _wait_for(arch_path)
     arch = load_architecture(arch_path)
 
-    train_cfg = load_config(recipe_train, [*train_set, *args.train_set])
     opts = {k: run_opts[k] for k in ("accelerator", "devices", "progress")}
     opts["strategy"] = args.strategy
     _stage("retrain", timings, lambda: train(arch, out / "train", train_cfg, data, **opts))

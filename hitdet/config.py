@@ -1,16 +1,34 @@
-"""What every hitdet config shares: YAML files or built-in recipes, ``--set key=value``, type checks.
+"""The one config system of every hitdet command: recipes, YAML files, ``--set``, nested dataclass sections.
 
-The train, search and pretrain configs are dataclasses; these helpers read and check their
-values so that every command reports a bad key or type the same way (naming the key and
-the file or option it came from).
+A config is a dataclass (``TrainConfig``, ``PretrainConfig``, ``SearchConfig``); a field whose type
+is itself a dataclass is a *section* (the search's ``train`` is a ``TrainConfig``, its ``strategy``
+a ``strategies.SearchSettings``). :func:`load` builds one from layers, each later one on top:
+
+1. the dataclass defaults, then ``base`` (a command's own defaults, e.g. the search's cosine
+   schedule), then
+2. ``--config``: a built-in recipe by name, or a YAML file -- which may start from a recipe with
+   ``recipe: NAME`` -- (:func:`config_layers`);
+3. ``--set key=value`` overrides, dotted keys reaching into sections (``train.lr=0.01``);
+4. ``explicit`` flags (``--epochs``), where given.
+
+Every layer is type-checked against the dataclass annotations as it is applied, so an unknown key or
+a wrong type names the key and the file or option it came from. Ranges are the dataclasses' own
+business (their ``__post_init__`` raises ``ValueError("field: why, got value")``); a failure there is
+reported with the source that last set the field. ``dict`` fields merge across layers (the train
+config's ``detector`` overrides); everything else is replaced.
+
+YAML files are read with a size limit, without aliases (no "billion laughs") and with a nesting
+limit, like every JSON input (:mod:`hitdet.io`).
 """
 
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +36,19 @@ import yaml
 
 from hitdet.errors import UserError
 
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few hundred bytes; 1 MiB is generous
+
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
 def coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` (ints are accepted as floats)."""
+    """Check ``value`` against the annotation ``tp`` (ints are accepted as floats).
+
+    Tuples and sequences are passed through as given: their dataclass checks their shape and
+    says what it expects (e.g. ``arc_betas: must be two numbers``).
+    """
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -38,6 +62,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             except UserError:
                 pass
         raise UserError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin in (tuple, collections.abc.Sequence):
+        return value
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -47,6 +73,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise UserError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
+    if tp is Any:
+        return value
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -62,15 +90,102 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     raise UserError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
 
 
-def update_values(cls: type, values: dict[str, Any], updates: Any, source: str) -> None:
-    """Check ``updates`` against the fields of dataclass ``cls`` and copy them into ``values``."""
+def _where(source: str, path: str) -> str:
+    """How an error names a key: ``--set train.lr`` for overrides, ``FILE: train.lr`` for files and recipes."""
+    if source == "--set":
+        return f"--set {path}"
+    return source if source.startswith("--") else f"{source}: {path}"
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _is_dict(tp: Any) -> bool:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_is_dict(a) for a in typing.get_args(tp))
+    return tp is dict or typing.get_origin(tp) is dict
+
+
+def config_keys(cls: type) -> dict[str, Any]:
+    """The settable keys of dataclass ``cls`` and their annotations (``__config_hidden__`` left out)."""
     hints = typing.get_type_hints(cls)
+    hidden = getattr(cls, "__config_hidden__", ())
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name not in hidden}
+
+
+class Values:
+    """The values of one config being built, and which source set each dotted key last."""
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+        self.data = _defaults(cls)
+        self.origin: dict[str, str] = {}
+
+    def update(self, updates: Any, source: str) -> None:
+        """Check ``updates`` (a mapping, nested for sections) against the dataclass and apply it."""
+        _apply(self.cls, self.data, updates, source, "", self.origin)
+
+    def build(self) -> Any:
+        """The dataclass, its ranges checked by its own ``__post_init__`` (errors name their source)."""
+        return _build(self.cls, self.data, "", self.origin)
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    keys = config_keys(cls)
+    instance = cls()
+    for name, tp in keys.items():
+        value = getattr(instance, name)
+        out[name] = _defaults(tp) if _is_section(tp) else value
+    return out
+
+
+def _apply(cls: type, values: dict[str, Any], updates: Any, source: str, prefix: str, origin: dict[str, str]) -> None:
+    keys = config_keys(cls)
     if not isinstance(updates, dict):
-        raise UserError(f"{source}: expected a mapping of config keys, got {type(updates).__name__}")
+        what = _where(source, prefix.rstrip(".")) if prefix else source
+        raise UserError(f"{what}: expected a mapping of config keys, got {type(updates).__name__}")
     for key, value in updates.items():
-        if key not in hints:
-            raise UserError(f"{source}: {key}: unknown key (known: {', '.join(hints)})")
-        values[key] = coerce(value, hints[key], f"{source}: {key}")
+        path = f"{prefix}{key}"
+        if key not in keys:
+            raise UserError(f"{_where(source, path)}: unknown key (known: {', '.join(keys)})")
+        tp = keys[key]
+        if _is_section(tp):
+            _apply(tp, values[key], value, source, f"{path}.", origin)
+            continue
+        value = coerce(value, tp, _where(source, path))
+        check = getattr(cls, "__config_check__", None)
+        if check is not None and value is not None:
+            try:
+                value = check(key, value)
+            except ValueError as exc:  # "field: why"
+                field, _, why = str(exc).partition(":")
+                raise UserError(f"{_where(source, prefix + field)}:{why}") from None
+        if _is_dict(tp) and isinstance(value, dict) and isinstance(values.get(key), dict):
+            value = {**values[key], **value}
+            for sub in value:
+                origin[f"{path}.{sub}"] = source
+        values[key] = value
+        origin[path] = source
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str, origin: dict[str, str]) -> Any:
+    keys = config_keys(cls)
+    kwargs = {k: (_build(tp, values[k], f"{prefix}{k}.", origin) if _is_section(tp) else values[k])
+              for k, tp in keys.items()}
+    try:
+        return cls(**kwargs)
+    except UserError:
+        raise
+    except (ValueError, TypeError) as exc:  # the dataclass's own check: "field: why, got value"
+        field, sep, why = str(exc).partition(":")
+        if not sep:
+            raise UserError(f"config: {prefix}{exc}") from None
+        path = f"{prefix}{field}"
+        source = origin.get(path) or origin.get(f"{prefix}{field.split('.')[0]}")
+        where = _where(source, path) if source else f"config: {path}"
+        raise UserError(f"{where}:{why}") from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -80,10 +195,53 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise UserError(f"--set {text}: expected key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = _safe_load(raw, f"--set {key}") if raw.strip() else None
+    except UserError:
         value = raw
     return key, value
+
+
+def nested(key: str, value: Any) -> dict[str, Any]:
+    """``train.detector.min_size``, 64 -> ``{"train": {"detector": {"min_size": 64}}}``."""
+    update: Any = value
+    for part in reversed(key.split(".")):
+        update = {part: update}
+    return update
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML without aliases: a config needs none, and they are how a small file expands into a huge one."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a config",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _safe_load(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise UserError(f"{source}: invalid YAML: {' '.join(str(exc).split())[:200]}") from None
+    except RecursionError:
+        raise UserError(f"{source}: YAML nested too deeply") from None
+
+
+def read_yaml(path: str | os.PathLike[str], max_bytes: int = MAX_CONFIG_BYTES) -> Any:
+    """A YAML file's content, bounded in size, aliases and depth; errors name the file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise UserError(f"{path}: config file too large ({size} bytes; at most {max_bytes})")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: cannot read: not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return _safe_load(text, str(path))
 
 
 def read_config_file(name: str, recipes: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -91,12 +249,7 @@ def read_config_file(name: str, recipes: Mapping[str, Any]) -> tuple[dict[str, A
     path = Path(name)
     if not path.is_file():
         raise UserError(f"{name}: config file not found (built-in recipes: {', '.join(recipes)})")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{name}: invalid YAML: {str(exc).splitlines()[0]}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{name}: cannot read: {exc}") from None
+    data = read_yaml(path)
     if data is None:
         return {}, None
     if not isinstance(data, dict):
@@ -118,3 +271,30 @@ def config_layers(config: str | os.PathLike[str] | None, recipes: Mapping[str, A
     data, recipe = read_config_file(name, recipes)
     layers = [(recipes[recipe], f"recipe {recipe}")] if recipe is not None else []
     return [*layers, (data, name)]
+
+
+def load(
+    cls: type,
+    recipes: Mapping[str, Any],
+    config: str | os.PathLike[str] | None = None,
+    overrides: Iterable[str] = (),
+    *,
+    base: Iterable[tuple[Any, str]] = (),
+    explicit: Mapping[str, Any] | None = None,
+) -> Any:
+    """Build config dataclass ``cls`` from its layers (see the module docstring)."""
+    values = Values(cls)
+    for data, source in [*base, *config_layers(config, recipes)]:
+        values.update(data, source)
+    for text in overrides:
+        key, value = parse_override(text)
+        values.update(nested(key, value), "--set")
+    for key, value in (explicit or {}).items():
+        if value is not None:  # a flag given on the command line: named as the flag
+            values.update({key: value}, f"--{key.replace('_', '-')}")
+    return values.build()
+
+
+def update_values(cls: type, values: dict[str, Any], updates: Any, source: str) -> None:
+    """Check flat ``updates`` against the fields of dataclass ``cls`` and copy them into ``values``."""
+    _apply(cls, values, updates, source, "", {})

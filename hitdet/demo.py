@@ -9,7 +9,6 @@ minutes on 2 CPU cores.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,22 +62,28 @@ def _stage(name: str, timings: dict[str, float], fn: Callable[[], Any]) -> Any:
 def run_demo(out: str | Path, force: bool = False, settings: DemoSettings | None = None,
              progress: bool = True) -> dict[str, Any]:
     """Run every stage into ``out``; returns (and writes to ``out/summary.json``) the summary."""
+    from hitdet.runs import RunLock, check_out, prepare
+
+    s = settings or DemoSettings()
+    out = Path(out)
+    check_out(out, resume=False, force=force, resumable=False)
+    with RunLock(out):
+        prepare(out, resume=False, force=force)
+        return _run_stages(out, s, progress)
+
+
+def _run_stages(out: Path, s: DemoSettings, progress: bool) -> dict[str, Any]:
+    """The demo's stages, each into its own sub-folder of ``out`` (which the caller locked and emptied)."""
     from hitdet.arch_cost import architecture_cost
     from hitdet.architecture import load_architecture
     from hitdet.builder import build_detector
     from hitdet.data import SynthSpec, load_split, write_synthetic
-    from hitdet.data.synth import check_output_dir
     from hitdet.evaluation import coco_evaluate, predict
     from hitdet.searching import load_search_config, run_search
     from hitdet.training.config import load_config
     from hitdet.training.runner import architecture_categories, train
     from hitdet.training.weights import load_weights
 
-    s = settings or DemoSettings()
-    out = Path(out)
-    check_output_dir(out, force)
-    if out.exists():
-        shutil.rmtree(out)
     timings: dict[str, float] = {}
     data = out / "data"
 

@@ -81,8 +81,12 @@ def is_launched_child() -> bool:
 # ---------------------------------------------------------------- validation (nothing written)
 
 
-def check_out(out: Path, *, resume: bool, force: bool) -> None:
-    """``--out`` is usable: not a symlink, a folder (or absent), writable, empty unless --force/--resume."""
+def check_out(out: Path, *, resume: bool, force: bool, resumable: bool = True) -> None:
+    """``--out`` is usable: not a symlink, a folder (or absent), writable, empty unless --force/--resume.
+
+    Every command that writes a folder checks it here (``resumable=False`` for those without
+    ``--resume``: eval, predict, demo, data), before anything is read, built or written.
+    """
     if out.is_symlink():
         raise UserError(f"{out}: is a symbolic link; give the real folder (or a new one) as --out")
     if out.exists() and not out.is_dir():
@@ -98,7 +102,8 @@ def check_out(out: Path, *, resume: bool, force: bool) -> None:
     if resume:
         return
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"{out}: folder exists and is not empty (use --force to replace it, --resume to continue)")
+        hint = "use --force to replace it, --resume to continue" if resumable else "use --force to replace it"
+        raise UserError(f"{out}: folder exists and is not empty ({hint})")
 
 
 def _existing_parent(path: Path) -> Path:
@@ -272,11 +277,15 @@ def update_run(out: Path, **fields: Any) -> None:
 
 
 def config_differences(saved: Any, given: Any, where: str = "") -> list[tuple[str, Any, Any]]:
-    """Every dotted key whose value differs between two config dicts: (key, saved, given)."""
+    """Every dotted key of ``saved`` whose value differs in ``given``: (key, saved, given).
+
+    Keys only in ``given`` are not differences: a run folder written by an older hitdet records
+    fewer keys (e.g. only the strategy settings it changed), and those it lacks had their defaults.
+    """
     if isinstance(saved, dict) and isinstance(given, dict):
         found = []
-        for key in list(saved) + [k for k in given if k not in saved]:
-            found += config_differences(saved.get(key), given.get(key), f"{where}.{key}" if where else str(key))
+        for key in saved:  # a key the run's file does not have is one an older hitdet did not write
+            found += config_differences(saved[key], given.get(key), f"{where}.{key}" if where else str(key))
         return found
     return [] if saved == given else [(where, saved, given)]
 

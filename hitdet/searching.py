@@ -23,8 +23,6 @@ import logging
 import math
 import os
 import tempfile
-import types
-import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +31,13 @@ from typing import Any
 import yaml
 
 from hitdet.architecture import Architecture, write_json_atomic, write_text_atomic
-from hitdet.config import coerce, config_layers, parse_override
+from hitdet.config import load
 from hitdet.errors import UserError
 from hitdet.training.config import TrainConfig
+from search_spaces.positions import COMPONENTS
+from strategies.settings import SearchSettings
 
 MODES = ("screen", "search")
-COMPONENTS = ("backbone", "neck", "head")
 
 # Built-in recipes (``--config NAME``): the paper's settings, and the small CPU setting of the demo.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -77,25 +76,71 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 @dataclass
 class SearchConfig:
-    """One screening or search run: the weight training, the strategy, and the space."""
+    """One screening or search run: the weight training, the strategy, and the space.
+
+    ``train`` and ``strategy`` are sections (:mod:`hitdet.config`): the same ``TrainConfig`` as
+    ``hitdet train``'s and the strategy's own ``SearchSettings``, each checking its own ranges.
+    """
 
     detector: str = "faster_rcnn"  # or "retinanet": the one-stage variant (paper Table 6)
     structure: str = "released"  # the space's shape: "released" (the paper's) or "cpu" (small images, CPU runs)
     train: TrainConfig = field(default_factory=TrainConfig)
-    strategy: dict[str, Any] = field(default_factory=dict)  # strategies.SearchSettings fields
+    strategy: SearchSettings = field(default_factory=SearchSettings)  # its mode is the command's
     ops: list[str] | dict[str, list[str]] | None = None  # screen: the pool to screen (default: all 32)
     sub_spaces: str = "all"  # search: "all", "paper-neck" or a sub-spaces JSON from hitdet screen
     input_size: list[int] | None = None  # (H, W) the FLOPs penalty prices ops at; default: training size
-    target_macs: float | None = None  # search towards this many MACs of the whole detector (at input_size, num_rois)
+    target_macs: float | str | None = None  # search towards this many MACs of the whole detector (3.5G or 3.5e9)
     num_rois: int | None = None  # RoIs the head's MACs scale with; default: RoIs sampled per image
     steps_per_epoch: int | None = None  # cap on batches per epoch (Lightning's limit_train_batches)
 
+    def __post_init__(self) -> None:
+        """The ranges of the top-level keys (the sections check their own): ``ValueError("key: why")``."""
+        from search_spaces.ops import OPS
+        from search_spaces.structure import STRUCTURES
+
+        if self.detector not in ("faster_rcnn", "retinanet"):
+            raise ValueError(f"detector: expected 'faster_rcnn' or 'retinanet', got {self.detector!r}")
+        if self.structure not in STRUCTURES:
+            raise ValueError(f"structure: expected one of {', '.join(STRUCTURES)}, got {self.structure!r}")
+        if self.ops is not None:
+            lists = self.ops.items() if isinstance(self.ops, dict) else [("all", self.ops)]
+            for comp, ops in lists:
+                if comp != "all" and comp not in COMPONENTS:
+                    raise ValueError(f"ops: unknown component {comp!r} (known: {', '.join(COMPONENTS)})")
+                if not isinstance(ops, list) or not ops:
+                    raise ValueError(f"ops: expected a non-empty list of op names, got {ops!r}")
+                bad = [op for op in ops if op not in OPS]
+                if bad:
+                    raise ValueError(f"ops: unknown op {bad[0]!r}")
+        if self.input_size is not None and not (
+                len(self.input_size) == 2 and all(isinstance(v, int) and v > 0 for v in self.input_size)):
+            raise ValueError(f"input_size: expected [height, width], got {self.input_size!r}")
+        if self.target_macs is not None:
+            try:
+                self.target_macs = parse_macs(self.target_macs)
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
+        for key in ("num_rois", "steps_per_epoch"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key}: expected a positive integer, got {value!r}")
+        if self.strategy.num_ops > len(OPS):  # the pool's size is the space's business, not the strategy's
+            raise ValueError(f"strategy.num_ops: must be at most the {len(OPS)} ops of the pool, "
+                             f"got {self.strategy.num_ops}")
+        unknown = set(self.strategy.screen_components or ()) - set(COMPONENTS)
+        if unknown:
+            raise ValueError(f"strategy.screen_components: unknown component {sorted(unknown)[0]!r} "
+                             f"(known: {', '.join(COMPONENTS)})")
+
     def to_dict(self) -> dict[str, Any]:
+        hidden = SearchSettings.__config_hidden__
         return {
             "detector": self.detector,
             "structure": self.structure,
             "train": self.train.to_dict(),
-            "strategy": dict(self.strategy),
+            # as set (None stays None: "the mode's default"), in YAML's types
+            "strategy": {f.name: list(v) if isinstance(v, tuple) else v for f in dataclasses.fields(self.strategy)
+                         if f.name not in hidden for v in [getattr(self.strategy, f.name)]},
             "ops": self.ops,
             "sub_spaces": self.sub_spaces,
             "input_size": self.input_size,
@@ -105,124 +150,26 @@ class SearchConfig:
         }
 
 
-def _strategy_settings(mode: str, values: dict[str, Any], source: str) -> Any:
-    from search_spaces.ops import OPS
-    from strategies import SearchSettings
-
-    known = {f.name for f in dataclasses.fields(SearchSettings)} - {"mode", "sub_spaces"}
-    unknown = set(values) - known
-    if unknown:
-        raise UserError(f"{source}: strategy.{sorted(unknown)[0]}: unknown key (known: {', '.join(sorted(known))})")
-    hints = typing.get_type_hints(SearchSettings)
-    for key, value in values.items():
-        if typing.get_origin(hints[key]) is None or typing.get_origin(hints[key]) in (typing.Union, types.UnionType):
-            if not (key == "screen_components" and isinstance(value, (list, tuple))):
-                coerce(value, hints[key], f"{source}: strategy.{key}")
-    try:
-        settings = SearchSettings(mode=mode, **values)
-    except (TypeError, ValueError) as exc:
-        text = str(exc)  # SearchSettings says "field: why, got value"
-        field = text.split(":", 1)[0]
-        if source.endswith(f"strategy.{field}"):  # --set strategy.field=... already names it
-            raise UserError(f"{source}:{text[len(field) + 1:]}") from None
-        raise UserError(f"{source}: strategy.{text}") from None
-    if settings.num_ops > len(OPS):  # the pool's size is the space's business, not the strategy's
-        raise UserError(f"{source}: strategy.num_ops: must be at most the {len(OPS)} ops of the pool, "
-                        f"got {settings.num_ops}")
-    return settings
-
-
 def load_search_config(
     mode: str, config: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
 ) -> SearchConfig:
     """A config from a recipe name or YAML file, then ``--set section.key=value`` overrides.
 
     Sections: ``train`` (the keys of ``hitdet train``'s config), ``strategy`` (the strategy's
-    settings), and the top-level keys ``ops``, ``sub_spaces``, ``input_size``, ``num_rois``.
+    settings), and the top-level keys ``ops``, ``sub_spaces``, ``input_size``, ``num_rois`` ...
+    The search's own defaults for the weight training (cosine schedule without warm-up; the
+    backbone at half depth when screening) come first, then the layers of :func:`hitdet.config.load`.
     """
-    layers: list[tuple[dict[str, Any], str]] = config_layers(config, RECIPES)
-    for text in overrides or []:
-        key, value = parse_override(text)
-        parts = key.split(".")
-        update: Any = value
-        for part in reversed(parts):
-            update = {part: update}
-        layers.append((update, f"--set {key}"))
-
-    train_updates: list[tuple[dict[str, Any], str]] = []
-    strategy: dict[str, Any] = {}
-    top: dict[str, Any] = {}
-    hints = typing.get_type_hints(SearchConfig)
-    for data, source in layers:
-        for key, value in data.items():
-            if key == "train":
-                if not isinstance(value, dict):
-                    raise UserError(f"{source}: train: expected a mapping, got {value!r}")
-                train_updates.append((value, source))
-            elif key == "strategy":
-                if not isinstance(value, dict):
-                    raise UserError(f"{source}: strategy: expected a mapping, got {value!r}")
-                strategy.update(value)
-                _strategy_settings(mode, strategy, source)
-            elif key in hints:
-                top[key] = _check_top(key, value, source)
-            else:
-                raise UserError(f"{source}: {key}: unknown key (known: {', '.join(hints)})")
-    train = _train_config(train_updates, mode)
-    cfg = SearchConfig(train=train, strategy=strategy, **top)
-    _strategy_settings(mode, strategy, "config")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}")
+    base = [({"train": {"schedule": "cosine", "warmup_iters": 0, "half_depth": mode == "screen"}},
+             f"{mode} defaults")]
+    cfg = load(SearchConfig, RECIPES, config, overrides or [], base=base)
+    try:
+        cfg.strategy = dataclasses.replace(cfg.strategy, mode=mode)
+    except ValueError as exc:
+        raise UserError(f"config: strategy.{exc}") from None
     return cfg
-
-
-def _train_config(updates: list[tuple[dict[str, Any], str]], mode: str) -> TrainConfig:
-    """The train section, validated by the same code as ``hitdet train``'s config."""
-    from hitdet.training import config as train_config
-
-    values = TrainConfig().to_dict()
-    values["schedule"] = "cosine"  # the search's weight schedule (paper Sec. 4.2)
-    values["warmup_iters"] = 0
-    values["half_depth"] = mode == "screen"  # screening runs the backbone at half depth
-    for data, source in updates:
-        train_config._update(values, data, f"{source}: train")
-    cfg = TrainConfig(**values)
-    train_config._validate(cfg)
-    return cfg
-
-
-def _check_top(key: str, value: Any, source: str) -> Any:
-    from search_spaces.ops import OPS
-
-    where = f"{source}: {key}"
-    if key == "detector":
-        if value not in ("faster_rcnn", "retinanet"):
-            raise UserError(f"{where}: expected 'faster_rcnn' or 'retinanet', got {value!r}")
-    elif key == "structure":
-        from search_spaces.structure import STRUCTURES
-
-        if value not in STRUCTURES:
-            raise UserError(f"{where}: expected one of {', '.join(STRUCTURES)}, got {value!r}")
-    elif key == "sub_spaces":
-        if not isinstance(value, str):
-            raise UserError(f"{where}: expected 'all', 'paper-neck' or a sub-spaces JSON path, got {value!r}")
-    elif key == "ops" and value is not None:
-        lists = value.items() if isinstance(value, dict) else [("all", value)]
-        for comp, ops in lists:
-            if comp != "all" and comp not in COMPONENTS:
-                raise UserError(f"{where}: unknown component {comp!r} (known: {', '.join(COMPONENTS)})")
-            if not isinstance(ops, list) or not ops:
-                raise UserError(f"{where}: expected a non-empty list of op names, got {ops!r}")
-            bad = [op for op in ops if op not in OPS]
-            if bad:
-                raise UserError(f"{where}: unknown op {bad[0]!r}")
-    elif key == "input_size" and value is not None:
-        if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)):
-            raise UserError(f"{where}: expected [height, width], got {value!r}")
-    elif key == "target_macs" and value is not None:
-        value = parse_macs(value, where)
-    elif key in ("num_rois", "steps_per_epoch") and value is not None:
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise UserError(f"{where}: expected a positive integer, got {value!r}")
-    return value
 
 
 def parse_macs(value: Any, where: str = "target_macs") -> float:
@@ -360,7 +307,7 @@ def run_search(
         strategy = "ddp_find_unused_parameters_true"  # a supernet step leaves unchosen candidates without gradients
     check_devices(accelerator, devices, strategy, cfg.train.precision)
     sub_spaces = resolve_sub_spaces(cfg.sub_spaces) if mode == "search" else None
-    settings_obj = _strategy_settings(mode, cfg.strategy, "config")
+    settings_obj = dataclasses.replace(cfg.strategy, mode=mode)
     data_dir = Path(data_dir) if data_dir is not None else ensure_synthetic()
     train_cfg = cfg.train
     train_ds, _ = load_datasets(data_dir, train_cfg)

@@ -70,6 +70,9 @@ class SearchSettings:
     searching, see :attr:`skip_drop`).
     """
 
+    # set by the run (the command's mode, the search's sub spaces), never by a config file
+    __config_hidden__ = ("mode", "sub_spaces")
+
     mode: str = "search"
     arc_learning_rate: float = 4e-4
     arc_betas: tuple[float, float] = (0.5, 0.999)

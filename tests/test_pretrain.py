@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from hitdet import build_detector
 from hitdet.architecture import Architecture, load_architecture
@@ -28,7 +29,8 @@ from hitdet.pretrain import (
     save_backbone_weights,
     write_synthetic_classification,
 )
-from tests.helpers import tiny_arch
+from hitdet.pretrain import load_config as pretrain_config
+from tests.helpers import tiny_arch, tree
 
 OPS = ["ir_k3_e3", "sep_k3", "conv_k3"]
 NUM_CLASSES = 4
@@ -133,6 +135,17 @@ def test_resume_and_output_folder(arch_run: Path, arch_file: Path, data: Path, c
             "--config", "synth-cpu", "--no-progress"]
     assert main(base) == 2
     assert "not empty" in capsys.readouterr().err
+    saved = yaml.safe_load((arch_run / "config.yaml").read_text())
+    assert saved == pretrain_config("synth-cpu").to_dict()  # the run's config, as resolved
+    before = tree(arch_run)
+    for changed, key in ((["--set", "lr=0.01"], "lr"), (["--batch-size", "8"], "batch_size"),
+                         (["--set", "label_smoothing=0.1"], "label_smoothing")):
+        # --resume continues the run's config (read from its config.yaml): any other value is refused
+        assert main(["pretrain", "--arch", str(arch_file), "--data", str(data), "--out", str(arch_run),
+                     "--no-progress", "--resume", *changed]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"the config differs from the run's ({key}:" in err, err
+        assert tree(arch_run) == before
     assert main([*base, "--resume", "--epochs", "9"]) == 0
     summary = json.loads((arch_run / "pretrain.json").read_text())
     assert summary["epochs_done"] == 9
@@ -257,7 +270,7 @@ def test_config_recipes_yaml_and_overrides(work: Path):
     yml.write_text("epochs: ten\n")
     with pytest.raises(UserError, match=r"cfg.yaml: epochs: expected int"):
         load_config(yml)
-    with pytest.raises(UserError, match="--set: hflip: expected bool"):
+    with pytest.raises(UserError, match="--set hflip: expected bool"):
         load_config(None, ["hflip=3"])
 
 

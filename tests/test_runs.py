@@ -23,12 +23,14 @@ import yaml
 from hitdet import io as hio
 from hitdet.cli import main
 from hitdet.data import SynthSpec, write_synthetic
+from hitdet.data.synth import CATEGORIES
 from hitdet.errors import UserError
 from hitdet.runs import RunLock
 from tests.helpers import tree
 from tests.test_nonfinite import TRAIN, inject_nan
 
 ROOT = Path(__file__).resolve().parent.parent
+PRESET_TEXT = (ROOT / "hitdet" / "presets" / "hit-detector.json").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +143,33 @@ def test_second_run_into_the_same_out_is_refused(data: Path, tmp_path: Path, cap
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1, err
         assert f"in use by another run (PID {owner.pid} on {socket.gethostname()}" in err
+        assert tree(tmp_path) == before
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+@pytest.mark.parametrize("command", ["demo", "eval"])
+def test_demo_and_eval_take_the_lock_too(command: str, data: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    """The commands that write a folder without training use the same lifecycle: check, lock, then write."""
+    out = tmp_path / "res"
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / ".res.lock").write_text(f"{owner.pid} {socket.gethostname()}\n")
+        if command == "eval":
+            arch = tmp_path / "arch.json"
+            arch.write_text(json.dumps({**json.loads(PRESET_TEXT), "detector": {
+                **json.loads(PRESET_TEXT)["detector"], "num_classes": len(CATEGORIES) + 1}}))
+            dets = tmp_path / "dets.json"
+            dets.write_text("[]")
+            argv = ["eval", str(arch), "--data", str(data), "--detections", str(dets), "--out", str(out)]
+        else:
+            argv = ["demo", "--out", str(out), "--no-progress"]
+        before = tree(tmp_path)
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and f"in use by another run (PID {owner.pid}" in err, err
         assert tree(tmp_path) == before
     finally:
         owner.kill()

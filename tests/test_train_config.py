@@ -44,11 +44,15 @@ def test_yaml_recipe_overrides_and_flags(tmp_path: Path) -> None:
         ("milestones: [8, x]\n", [], r"c.yaml: milestones\[1\]: expected int"),
         ("- 1\n", [], r"c.yaml: expected a mapping"),
         ("epochs: [\n", [], r"c.yaml: invalid YAML"),
-        ("", ["batch_size=big"], r"--set batch_size: batch_size: expected int"),
-        ("", ["nope=1"], r"--set nope: nope: unknown key"),
-        ("", ["detector.rpn_nms_thresh=high"], r"--set detector.rpn_nms_thresh: .*rpn_nms_thresh: expected float"),
+        ("", ["batch_size=big"], r"^--set batch_size: expected int"),
+        ("", ["nope=1"], r"^--set nope: unknown key"),
+        ("", ["detector.rpn_nms_thresh=high"], r"^--set detector.rpn_nms_thresh: expected float"),
         ("", ["epochs"], r"--set epochs: expected key=value"),
-        ("", ["epochs=0"], r"epochs: must be a positive integer"),
+        ("", ["epochs=0"], r"^--set epochs: must be a positive integer, got 0"),  # a range names its source too
+        ("epochs: 0\n", [], r"c.yaml: epochs: must be a positive integer"),
+        ("recipe: synth-cpu\nwarmup_iters: -1\n", [], r"c.yaml: warmup_iters: must be >= 0"),
+        ("a: &x [1]\nb: *x\n", [], r"c.yaml: invalid YAML: .*aliases"),
+        ("epochs: " + "[" * 5000 + "]" * 5000 + "\n", [], r"c.yaml: (YAML nested too deeply|epochs: expected int)"),
     ],
 )
 def test_config_errors_name_key_and_source(tmp_path: Path, text: str, overrides: list[str], message: str) -> None:

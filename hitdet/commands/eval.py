@@ -43,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from hitdet.architecture import load_architecture, write_json_atomic
     from hitdet.builder import build_detector
     from hitdet.data import ensure_synthetic, load_split
-    from hitdet.data.synth import check_output_dir
     from hitdet.errors import UserError
     from hitdet.evaluation import coco_evaluate, format_table, load_detections, predict
+    from hitdet.runs import RunLock, check_out, prepare
     from hitdet.training.runner import architecture_categories, recorded_data
     from hitdet.training.weights import load_weights
 
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     source = Path(args.weights or args.detections).resolve()
     default_out = source.parent / f"eval-{source.stem}"  # best.pt and last.pt each get their own results
     out = Path(args.out) if args.out else default_out
-    check_output_dir(out, args.force)
+    check_out(out, resume=False, force=args.force, resumable=False)
     if args.detections:
         detections = load_detections(args.detections)
     else:
@@ -76,11 +76,14 @@ def run(args: argparse.Namespace) -> int:
         device = torch.device("cuda" if args.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
         detections = predict(model, ds, batch_size=args.batch_size, device=device, progress=not args.no_progress)
     metrics = coco_evaluate(ds.coco, detections, backend=args.backend, source=args.detections)
-    write_json_atomic(out / "detections.json", detections)
-    write_json_atomic(out / "metrics.json", {
-        "metrics": metrics, "weights": str(args.weights), "architecture": str(args.arch),
-        "annotations": str(ds.ann_file), "images": len(ds), "detections": len(detections), "backend": args.backend,
-    })
+    with RunLock(out):  # another eval into the same folder waits its turn (exit 2 naming it)
+        prepare(out, resume=False, force=args.force)
+        write_json_atomic(out / "detections.json", detections)
+        write_json_atomic(out / "metrics.json", {
+            "metrics": metrics, "weights": str(args.weights), "architecture": str(args.arch),
+            "annotations": str(ds.ann_file), "images": len(ds), "detections": len(detections),
+            "backend": args.backend,
+        })
     print(format_table(metrics, f"COCO box metrics: {ds.ann_file} ({len(ds)} images, {len(detections)} detections)"))
     print(f"wrote {out / 'metrics.json'} and {out / 'detections.json'}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from hitdet.commands.common import add_run_options, parse_devices, run_overrides
 from hitdet.errors import UserError
@@ -80,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
             source["structure"] = args.structure
         target = supernet_target(ops, structure, half_depth=args.half_depth, width=args.width, source=source)
         recipe = "supernet"
+    config_file = args.config
+    if args.resume and config_file is None and (Path(args.out) / "config.yaml").is_file():
+        config_file = Path(args.out) / "config.yaml"  # a resumed run keeps the settings it started with
     config = load_config(
-        args.config,
+        config_file,
         [*args.overrides, *run_overrides(args)],
         recipe=recipe,
         epochs=args.epochs,

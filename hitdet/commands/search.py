@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from hitdet.commands.common import add_run_options, parse_devices, run_overrides
-from hitdet.errors import UserError
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -63,10 +62,6 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and config is None and (Path(args.out) / "config.yaml").is_file():
         config = Path(args.out) / "config.yaml"  # a resumed run keeps the settings it started with
     cfg = load_search_config(args.mode, config, overrides)
-    if args.mode == "screen" and cfg.strategy.get("screen_components"):
-        unknown = set(cfg.strategy["screen_components"]) - {"backbone", "neck", "head"}
-        if unknown:
-            raise UserError(f"--components: unknown component {sorted(unknown)[0]!r} (known: backbone, neck, head)")
     summary = run_search(
         args.mode, args.out, cfg, args.data, resume=args.resume, force=args.force,
         backbone_weights=args.backbone_weights, accelerator=args.accelerator, devices=parse_devices(args.devices),

@@ -293,11 +293,14 @@ def _write_split(root: Path, split: str, count: int, spec: SynthSpec) -> None:
 
 
 def check_output_dir(out: Path, force: bool) -> None:
-    """Refuse an existing non-empty output folder unless ``force`` (nothing is written here)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"{out}: folder exists and is not empty (use --force to replace it)")
+    """Refuse an existing non-empty output folder unless ``force`` (nothing is written here).
+
+    The run lifecycle's own check (:func:`hitdet.runs.check_out`): also a symlink or an unwritable
+    parent is refused, as for every command.
+    """
+    from hitdet.runs import check_out
+
+    check_out(Path(out), resume=False, force=force, resumable=False)
 
 
 @contextlib.contextmanager

@@ -10,12 +10,14 @@ decay, augmentation and label smoothing are not stated for pretraining: ours, do
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from hitdet.config import config_layers, parse_override, update_values
-from hitdet.errors import UserError
+from hitdet.config import load
+from hitdet.training.config import PRECISIONS
 
 
 @dataclass
@@ -42,6 +44,27 @@ class PretrainConfig:
     keep_checkpoints: int = 3  # per-epoch checkpoints kept (the newest); -1 keeps all
     log_every_n_steps: int = 50
     max_steps: int = -1  # stop after this many optimiser steps (-1: run all epochs); smoke runs
+
+    def __post_init__(self) -> None:
+        """Every range, checked once here: ``ValueError("field: why, got value")`` (the loader names the source)."""
+        for key in ("epochs", "batch_size", "image_size", "log_every_n_steps"):
+            _require(self, key, "must be a positive integer", lambda v: v >= 1)
+        for key in ("lr", "momentum", "weight_decay", "label_smoothing", "warmup_epochs", "min_lr", "val_crop_ratio",
+                    "crop_scale"):
+            _require(self, key, "must be a finite number", lambda v: math.isfinite(v))
+        _require(self, "num_workers", "must be >= 0", lambda v: v >= 0)
+        _require(self, "lr", "must be positive", lambda v: v > 0)
+        for key in ("momentum", "label_smoothing"):
+            _require(self, key, "must be in [0, 1)", lambda v: 0.0 <= v < 1.0)
+        for key in ("crop_scale", "val_crop_ratio"):
+            _require(self, key, "must be in (0, 1]", lambda v: 0.0 < v <= 1.0)
+        for key in ("weight_decay", "min_lr", "warmup_epochs"):
+            _require(self, key, "must be >= 0", lambda v: v >= 0)
+        _require(self, "warmup_epochs", f"must be less than epochs ({self.epochs})", lambda v: v < self.epochs)
+        _require(self, "keep_checkpoints", "must be positive or -1 (all)", lambda v: v == -1 or v >= 1)
+        _require(self, "seed", "must be in [0, 2**32)", lambda v: 0 <= v < 2**32)
+        _require(self, "max_steps", "must be positive or -1 (all epochs)", lambda v: v == -1 or v >= 1)
+        _require(self, "precision", f"expected one of {', '.join(PRECISIONS)}", lambda v: v in PRECISIONS)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -70,10 +93,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 
-def _update(values: dict[str, Any], updates: Any, source: str) -> None:
-    update_values(PretrainConfig, values, updates, source)
-
-
 def load_config(
     config: str | os.PathLike[str] | None = None,
     overrides: list[str] | None = None,
@@ -84,44 +103,24 @@ def load_config(
     """Recipe ``recipe`` (or ``config`` when it names a recipe), then a YAML file ``config``, ``--set``, flags.
 
     A YAML file is a flat mapping of :class:`PretrainConfig` keys on top of ``recipe``;
-    ``recipe: NAME`` in it starts from that recipe instead. Unknown keys and wrong types raise UserError naming the
-    key and the file (or option) they came from. ``explicit`` values that are None are ignored.
+    ``recipe: NAME`` in it starts from that recipe instead. The loader is :func:`hitdet.config.load`:
+    unknown keys and wrong types raise UserError naming the key and the file (or option) they came
+    from. ``explicit`` values that are None are ignored.
     """
-    layers = config_layers(config, RECIPES)
-    if layers and layers[0][1].startswith("recipe "):
-        recipe = layers[0][1].removeprefix("recipe ")
-        layers = layers[1:]
-    values = PretrainConfig().to_dict()
-    _update(values, RECIPES[recipe], f"recipe {recipe}")
-    for data, source in layers:
-        _update(values, data, source)
-    for text in overrides or []:
-        key, value = parse_override(text)
-        _update(values, {key: value}, "--set")
-    _update(values, {k: v for k, v in explicit.items() if v is not None}, "option")
-    cfg = PretrainConfig(**values)
-    validate_config(cfg)
-    return cfg
+    name = str(config) if config is not None else None
+    starts_elsewhere = name in RECIPES or (name is not None and _recipe_of(name) is not None)
+    base = [] if starts_elsewhere else [(RECIPES[recipe], f"recipe {recipe}")]
+    return load(PretrainConfig, RECIPES, config, overrides or [], base=base, explicit=explicit)
 
 
-def validate_config(cfg: PretrainConfig) -> None:
-    """Range checks that a type check cannot do."""
-    for key in ("epochs", "batch_size", "image_size", "log_every_n_steps"):
-        if getattr(cfg, key) < 1:
-            raise UserError(f"config: {key}: must be a positive integer, got {getattr(cfg, key)}")
-    if cfg.num_workers < 0:
-        raise UserError(f"config: num_workers: must be >= 0, got {cfg.num_workers}")
-    if cfg.lr <= 0:
-        raise UserError(f"config: lr: must be positive, got {cfg.lr}")
-    for key in ("momentum", "label_smoothing"):
-        if not 0.0 <= getattr(cfg, key) < 1.0:
-            raise UserError(f"config: {key}: must be in [0, 1), got {getattr(cfg, key)}")
-    for key in ("crop_scale", "val_crop_ratio"):
-        if not 0.0 < getattr(cfg, key) <= 1.0:
-            raise UserError(f"config: {key}: must be in (0, 1], got {getattr(cfg, key)}")
-    if cfg.weight_decay < 0 or cfg.min_lr < 0 or cfg.warmup_epochs < 0:
-        raise UserError("config: weight_decay, min_lr and warmup_epochs must be >= 0")
-    if cfg.warmup_epochs >= cfg.epochs:
-        raise UserError(f"config: warmup_epochs ({cfg.warmup_epochs}) must be less than epochs ({cfg.epochs})")
-    if cfg.keep_checkpoints == 0 or cfg.keep_checkpoints < -1:
-        raise UserError(f"config: keep_checkpoints: must be positive or -1 (all), got {cfg.keep_checkpoints}")
+def _recipe_of(name: str) -> str | None:
+    """The ``recipe:`` a config file starts from (None for a file without one, or no file)."""
+    from hitdet.config import read_config_file
+
+    return read_config_file(name, RECIPES)[1] if Path(name).is_file() else None
+
+
+def _require(cfg: Any, key: str, why: str, ok: Any) -> None:
+    value = getattr(cfg, key)
+    if not ok(value):
+        raise ValueError(f"{key}: {why}, got {value!r}")

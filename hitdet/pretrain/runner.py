@@ -5,6 +5,8 @@ Run folder ``OUT``:
 - ``backbone.pt``: the pretrained backbone (:mod:`hitdet.pretrain.weights`), what
   ``hitdet train|screen|search --backbone-weights`` read;
 - ``pretrain.json``: target, config, classes, final metrics, load instructions;
+- ``config.yaml``: the resolved config (``--resume`` reads it, and refuses other values);
+- ``run.json``: target, data folder, classes, resumes and recoveries;
 - ``checkpoints/``: Lightning checkpoints, one per epoch (the newest ``keep_checkpoints``)
   and ``last.ckpt`` for ``--resume``;
 - ``tensorboard/``: loss, top-1/top-5 and learning rate.
@@ -22,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hitdet.errors import UserError
-from hitdet.io import write_json_atomic
+from hitdet.io import write_json_atomic, write_yaml_atomic
 from hitdet.pretrain.config import PretrainConfig
 from hitdet.pretrain.data import load_classification_data
 from hitdet.pretrain.model import BackboneClassifier, PretrainTarget
@@ -33,6 +35,7 @@ from hitdet.runs import (
     check_devices,
     check_out,
     check_resume,
+    check_resume_config,
     checkpoint_callback,
     fitting,
     is_launched_child,
@@ -44,14 +47,30 @@ from hitdet.runs import (
 WEIGHTS_NAME = "backbone.pt"
 SUMMARY_NAME = "pretrain.json"
 RUN_NAME = "run.json"
-_OWN = (WEIGHTS_NAME, SUMMARY_NAME, RUN_NAME, "checkpoints", "tensorboard")
+CONFIG_NAME = "config.yaml"
+_OWN = (WEIGHTS_NAME, SUMMARY_NAME, RUN_NAME, CONFIG_NAME, "checkpoints", "tensorboard")
+RESUME_MAY_CHANGE = ("epochs", "max_steps")  # --resume --epochs N extends a run
+RECOVERY_KEYS = ("lr",)  # may change on --resume only after a divergence (exit 3)
+
+
+def read_yaml_dict(path: Path) -> dict[str, Any] | None:
+    """The mapping in a run's YAML file, or None when it has none (a run from before config.yaml)."""
+    from hitdet.config import read_yaml
+
+    try:
+        data = read_yaml(path)
+    except UserError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def prepare_run_folder(out: Path, target: PretrainTarget, *, resume: bool, force: bool) -> Path | None:
     """Check the run folder (nothing written); returns the checkpoint to resume from, if any.
 
     ``--force`` clears the old run later (:func:`hitdet.runs.prepare`, only the names in ``_OWN``),
-    after everything else validated.
+    after everything else validated. A ``--resume`` must continue the same target, and (checked
+    by :func:`run_pretraining`) with the same config: only ``epochs`` and ``max_steps`` may change,
+    ``lr`` after a divergence, as for ``hitdet train --resume``.
     """
     check_out(out, resume=resume, force=force)
     if not resume:
@@ -88,6 +107,8 @@ def run_pretraining(
 
     out = Path(out_dir)
     ckpt = prepare_run_folder(out, target, resume=resume, force=force)
+    recovery = (check_resume_config(out, config.to_dict(), may_change=RESUME_MAY_CHANGE, recovery=RECOVERY_KEYS)
+                if resume else [])
     check_devices(accelerator, devices, strategy, config.precision)
     data = load_classification_data(data_dir, config)
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -102,7 +123,7 @@ def run_pretraining(
     loader_args: dict[str, Any] = {
         "batch_size": config.batch_size,
         "num_workers": config.num_workers,
-        "pin_memory": accelerator != "cpu",
+        "pin_memory": accelerator != "cpu" and torch.cuda.is_available(),
         "persistent_workers": config.num_workers > 0,
     }
     train_loader = DataLoader(data.train, shuffle=True, drop_last=len(data.train) > config.batch_size, **loader_args)
@@ -113,7 +134,17 @@ def run_pretraining(
         prepare(out, resume=resume, force=force, own=_OWN)
         if init_report is not None and not is_launched_child():
             print(init_report.summary())
-        update_run(out, target=target.describe(), config=config.to_dict(), data=str(data.root), classes=data.classes)
+        if not is_launched_child():
+            fields: dict[str, Any] = {}
+            if recovery:  # a recorded recovery after a divergence, as hitdet train records it
+                run = read_run(out)
+                entry = {key: {"from": old, "to": new} for key, old, new in recovery}
+                fields = {"recoveries": [*run.get("recoveries", []), {**entry, "after": run.get("diverged")}],
+                          "diverged": None}
+            if not resume or recovery or read_yaml_dict(out / CONFIG_NAME) is None:
+                write_yaml_atomic(out / CONFIG_NAME, config.to_dict())
+            update_run(out, target=target.describe(), config=config.to_dict(), data=str(data.root),
+                       classes=data.classes, resumed=resume, **fields)
         return _fit(target, out, config, data, module, model, train_loader, val_loader, ckpt, init_report,
                     accelerator=accelerator, devices=devices, strategy=strategy, progress=progress)
     finally:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hitdet.training.config import RECIPES, TrainConfig, load_config, parse_override, save_config
+from hitdet.config import parse_override
+from hitdet.training.config import RECIPES, TrainConfig, load_config, save_config
 from hitdet.training.schedule import warmup_step_factor
 from hitdet.training.weights import load_weights, read_state_dict, save_weights
 

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from hitdet.architecture import write_text_atomic
-from hitdet.config import coerce, config_layers, parse_override, update_values
+from hitdet.config import coerce, load
 from hitdet.errors import UserError
 from search_spaces.detectors import DetectorSettings
 
@@ -55,6 +55,54 @@ class TrainConfig:
     # DetectorSettings overrides (min_size, max_size, rpn_post_nms_top_n_train,
     # box_batch_size_per_image, ...): fewer proposals and RoIs train much faster on CPU.
     detector: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Every range, checked once here: ``ValueError("field: why, got value")`` (the loader names the source)."""
+        for key in ("epochs", "batch_size", "base_batch", "eval_batch_size"):
+            _require(self, key, "must be a positive integer", lambda v: _is_int(v) and v >= 1)
+        for key in ("lr", "base_lr", "width", "momentum", "weight_decay", "warmup_ratio", "gamma", "grad_clip_norm",
+                    "hflip_prob"):
+            _require(self, key, "must be a finite number", _is_real, optional=key == "lr")
+        for key in ("width", "lr", "base_lr"):
+            _require(self, key, "must be positive", lambda v: v > 0, optional=key == "lr")
+        for key in ("momentum", "weight_decay", "gamma", "grad_clip_norm", "warmup_iters", "num_workers"):
+            _require(self, key, "must be >= 0", lambda v: v >= 0)
+        _require(self, "seed", "must be in [0, 2**32)", lambda v: _is_int(v) and 0 <= v < 2**32)
+        _require(self, "precision", f"expected one of {', '.join(PRECISIONS)}", lambda v: v in PRECISIONS)
+        _require(self, "steps_per_epoch", "must be a positive integer", lambda v: _is_int(v) and v >= 1,
+                 optional=True)
+        _require(self, "keep_checkpoints", "must be positive or -1 (all)", lambda v: v == -1 or v >= 1)
+        _require(self, "hflip_prob", "must be between 0 and 1", lambda v: 0.0 <= v <= 1.0)
+        _require(self, "milestones", "must be increasing", lambda v: sorted(v) == list(v))
+        _require(self, "schedule", "expected 'step' or 'cosine'", lambda v: v in ("step", "cosine"))
+        _require(self, "backend", "unknown evaluation backend", lambda v: v in ("pycocotools", "faster-coco-eval"))
+        self.detector = self.__config_check__("detector", self.detector)
+
+    @staticmethod
+    def __config_check__(key: str, value: Any) -> Any:
+        """``detector``: each key a DetectorSettings field, its type and range DetectorSettings' own."""
+        if key != "detector":
+            return value
+        types_ = DetectorSettings.field_types()
+        out = {}
+        for name, item in dict(value).items():
+            if name not in types_:
+                raise ValueError(f"detector.{name}: unknown detector setting (known: {', '.join(types_)})")
+            try:
+                out[name] = coerce(item, types_[name], f"detector.{name}")
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
+            try:  # the ranges are DetectorSettings' own (the architecture JSON is checked by the same)
+                dataclasses.replace(DetectorSettings(), **{name: out[name]}).validate()
+            except ValueError as exc:
+                if not str(exc).startswith("num_classes"):  # the data decides the classes (checked later)
+                    raise ValueError(f"detector.{exc}") from None
+        try:
+            dataclasses.replace(DetectorSettings(), **out).validate()  # the keys together (min_size <= max_size)
+        except ValueError as exc:
+            if not str(exc).startswith("num_classes"):
+                raise ValueError(f"detector.{exc}") from None
+        return out
 
     def total_lr(self, world_size: int = 1) -> float:
         """The learning rate after linear scaling by the total batch size."""
@@ -102,32 +150,6 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def _check_detector(overrides: dict[str, Any], where: str) -> dict[str, Any]:
-    types_ = DetectorSettings.field_types()
-    out = {}
-    for key, value in overrides.items():
-        if key not in types_:
-            raise UserError(f"{where}.{key}: unknown detector setting (known: {', '.join(types_)})")
-        out[key] = coerce(value, types_[key], f"{where}.{key}")
-        try:  # the ranges are DetectorSettings' own (the architecture JSON is checked by the same)
-            dataclasses.replace(DetectorSettings(), **{key: out[key]}).validate()
-        except ValueError as exc:
-            if not str(exc).startswith("num_classes"):  # the data decides the classes (checked later)
-                raise UserError(f"{where}.{exc}") from None
-    return out
-
-
-def _update(values: dict[str, Any], updates: Any, source: str) -> None:
-    """Check and apply ``updates``; ``detector`` overrides merge into the ones set before."""
-    detector = updates.get("detector") if isinstance(updates, dict) else None
-    rest = {k: v for k, v in updates.items() if k != "detector"} if isinstance(updates, dict) else updates
-    update_values(TrainConfig, values, rest, source)
-    if detector is not None:
-        merged = dict(values.get("detector", {}))
-        merged.update(_check_detector(coerce(detector, dict, f"{source}: detector"), f"{source}: detector"))
-        values["detector"] = merged
-
-
 def load_config(
     config: str | os.PathLike[str] | None = None,
     overrides: list[str] | None = None,
@@ -135,65 +157,28 @@ def load_config(
 ) -> TrainConfig:
     """A config from a recipe name or YAML file, then ``--set`` overrides, then explicit flags.
 
-    Unknown keys and wrong types raise UserError naming the key and where it came from.
-    ``explicit`` values that are None are ignored (flags not given).
+    The loader is :func:`hitdet.config.load` (the one every command uses): unknown keys and wrong
+    types raise UserError naming the key and where it came from. ``explicit`` values that are None
+    are ignored (flags not given).
     """
-    values: dict[str, Any] = TrainConfig().to_dict()
-    for data, source in config_layers(config, RECIPES):
-        _update(values, data, source)
-    for text in overrides or []:
-        key, value = parse_override(text)
-        head, dot, rest = key.partition(".")
-        update = {head: {rest: value}} if dot else {key: value}
-        _update(values, update, f"--set {key}")
-    _update(values, {k: v for k, v in explicit.items() if v is not None}, "option")
-    cfg = TrainConfig(**values)
-    _validate(cfg)
-    return cfg
+    return load(TrainConfig, RECIPES, config, overrides or [], explicit=explicit)
 
 
-def _validate(cfg: TrainConfig) -> None:
-    positive = ("epochs", "batch_size", "base_batch", "eval_batch_size")
-    for key in positive:
-        if getattr(cfg, key) < 1:
-            raise UserError(f"config: {key}: must be a positive integer, got {getattr(cfg, key)}")
-    for key in ("lr", "base_lr", "width", "momentum", "weight_decay", "warmup_ratio", "gamma", "grad_clip_norm",
-                "hflip_prob"):
-        value = getattr(cfg, key)
-        if value is not None and not math.isfinite(value):
-            raise UserError(f"config: {key}: must be a finite number, got {value}")
-    if cfg.width <= 0:
-        raise UserError(f"config: width: must be positive, got {cfg.width}")
-    if cfg.lr is not None and cfg.lr <= 0:
-        raise UserError(f"config: lr: must be positive, got {cfg.lr}")
-    if cfg.base_lr <= 0:
-        raise UserError(f"config: base_lr: must be positive, got {cfg.base_lr}")
-    for key in ("momentum", "weight_decay", "gamma", "grad_clip_norm", "warmup_iters"):
-        if getattr(cfg, key) < 0:
-            raise UserError(f"config: {key}: must be >= 0, got {getattr(cfg, key)}")
-    if cfg.num_workers < 0:
-        raise UserError(f"config: num_workers: must be >= 0, got {cfg.num_workers}")
-    if not 0 <= cfg.seed < 2**32:
-        raise UserError(f"config: seed: must be in [0, 2**32), got {cfg.seed}")
-    if cfg.precision not in PRECISIONS:
-        raise UserError(f"config: precision: expected one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
-    if cfg.steps_per_epoch is not None and cfg.steps_per_epoch < 1:
-        raise UserError(f"config: steps_per_epoch: must be a positive integer, got {cfg.steps_per_epoch}")
-    if cfg.keep_checkpoints == 0 or cfg.keep_checkpoints < -1:
-        raise UserError(f"config: keep_checkpoints: must be positive or -1 (all), got {cfg.keep_checkpoints}")
-    try:
-        cfg.apply_to_settings(DetectorSettings()).validate()
-    except ValueError as exc:
-        if not str(exc).startswith("num_classes"):
-            raise UserError(f"config: detector.{exc}") from None
-    if not 0.0 <= cfg.hflip_prob <= 1.0:
-        raise UserError(f"config: hflip_prob: must be between 0 and 1, got {cfg.hflip_prob}")
-    if sorted(cfg.milestones) != cfg.milestones:
-        raise UserError(f"config: milestones: must be increasing, got {cfg.milestones}")
-    if cfg.schedule not in ("step", "cosine"):
-        raise UserError(f"config: schedule: expected 'step' or 'cosine', got {cfg.schedule!r}")
-    if cfg.backend not in ("pycocotools", "faster-coco-eval"):
-        raise UserError(f"config: backend: unknown evaluation backend {cfg.backend!r}")
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require(cfg: Any, key: str, why: str, ok: Any, optional: bool = False) -> None:
+    """Raise ``ValueError("key: why, got value")`` unless ``ok(value)`` (None passes when ``optional``)."""
+    value = getattr(cfg, key)
+    if value is None and optional:
+        return
+    if not ok(value):
+        raise ValueError(f"{key}: {why}, got {value!r}")
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike[str]) -> Path:
