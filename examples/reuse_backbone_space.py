@@ -35,7 +35,6 @@ import json
 import logging
 import sys
 import time
-import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +42,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from search_spaces.quiet import quiet_nni_import
 
 BACKBONE_OPS = ["ir_k3_e3", "ir_k5_e6", "sep_k3", "skip"]  # any names of search_spaces.ops.OPS
 NECK_OPS = ["sep_k3", "conv_k1", "sep_k5_d3"]
@@ -161,8 +162,7 @@ def make_module_class() -> type:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Search, export and check the sample; returns what was written to ``OUT/summary.json``."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(Buffer|LinearCrossEntropyOptions).*", category=RuntimeWarning)
+    with quiet_nni_import():
         import pytorch_lightning as pl
         from nni.nas.evaluator.pytorch import DataLoader, Lightning, Trainer
         from nni.nas.experiment import NasExperiment

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import warnings
 
 from hitdet.errors import UserError
+from search_spaces.quiet import ignore_nni_import_warnings
 
 # Subcommand modules, in the order `hitdet --help` lists them.
 COMMAND_MODULES = [
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    warnings.filterwarnings("ignore", message=".*(Buffer|LinearCrossEntropyOptions).*", category=RuntimeWarning)
+    ignore_nni_import_warnings()
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)

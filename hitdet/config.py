@@ -61,7 +61,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
                 return coerce(value, arg, where)
             except UserError:
                 pass
-        raise UserError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+        names = ["null" if a is type(None) else _type_name(a) for a in args]  # YAML's word for None
+        raise UserError(f"{where}: expected {' or '.join(names)}, got {value!r}")
     if origin in (tuple, collections.abc.Sequence):
         return value
     if origin is list:

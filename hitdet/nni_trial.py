@@ -38,16 +38,15 @@ from typing import Any
 from hitdet.architecture import Architecture, write_json_atomic
 from hitdet.errors import UserError
 from hitdet.training.config import TrainConfig, load_config
+from search_spaces.quiet import ignore_nni_import_warnings, quiet_nni_import
 
 PROG = "python -m hitdet.nni_trial"
 DEFAULT_CONFIG = "synth-cpu"
-_NNI_WARNINGS = ".*(Buffer|LinearCrossEntropyOptions).*"
 
 
 def import_nni() -> Any:
     """Import NNI with its import-time warnings (torch 2.14) filtered."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_NNI_WARNINGS, category=RuntimeWarning)
+    with quiet_nni_import():
         import nni
 
     return nni
@@ -141,7 +140,7 @@ def train_and_report(
     and a trial needs no checkpoints; this reuses its datasets, loaders and preparation.
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_NNI_WARNINGS, category=RuntimeWarning)
+        ignore_nni_import_warnings()
         import pytorch_lightning as pl
         from pytorch_lightning.callbacks import Callback
 
@@ -270,7 +269,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None,
          runner: Callable[[argparse.Namespace], Any] = run, prog: str = PROG) -> int:
     """Run one trial; a UserError prints one line on stderr and exits 2 (as ``hitdet`` does)."""
-    warnings.filterwarnings("ignore", message=_NNI_WARNINGS, category=RuntimeWarning)
+    ignore_nni_import_warnings()
     args = (parser or build_parser()).parse_args(argv)
     try:
         runner(args)

@@ -38,6 +38,7 @@ from typing import Any
 from hitdet import io as hio
 from hitdet.errors import NonFiniteLossError, UserError
 from hitdet.io import read_json_or_none, write_json_atomic
+from search_spaces.quiet import NNI_IMPORT_WARNINGS
 
 LOCK_SUFFIX = ".lock"
 RUN_FILE = "run.json"
@@ -52,7 +53,7 @@ _QUIET_WARNINGS = (
     "Checkpoint directory .* exists and is not empty",
     ".*does not have many workers.*",
     "When using training service to spawn trials",
-    ".*(Buffer|LinearCrossEntropyOptions).*",
+    NNI_IMPORT_WARNINGS,
     ".*GPU available but not used.*",
 )
 

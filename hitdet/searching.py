@@ -22,8 +22,8 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,8 @@ from hitdet.architecture import Architecture, write_json_atomic, write_text_atom
 from hitdet.config import load
 from hitdet.errors import UserError
 from hitdet.training.config import TrainConfig
-from search_spaces.positions import COMPONENTS
+from search_spaces.positions import COMPONENTS, SpaceError, check_op_list, normalize_ops
+from search_spaces.quiet import quiet_nni_import
 from strategies.settings import SearchSettings
 
 MODES = ("screen", "search")
@@ -103,15 +104,12 @@ class SearchConfig:
         if self.structure not in STRUCTURES:
             raise ValueError(f"structure: expected one of {', '.join(STRUCTURES)}, got {self.structure!r}")
         if self.ops is not None:
-            lists = self.ops.items() if isinstance(self.ops, dict) else [("all", self.ops)]
-            for comp, ops in lists:
-                if comp != "all" and comp not in COMPONENTS:
-                    raise ValueError(f"ops: unknown component {comp!r} (known: {', '.join(COMPONENTS)})")
-                if not isinstance(ops, list) or not ops:
-                    raise ValueError(f"ops: expected a non-empty list of op names, got {ops!r}")
-                bad = [op for op in ops if op not in OPS]
-                if bad:
-                    raise ValueError(f"ops: unknown op {bad[0]!r}")
+            try:
+                normalize_ops(self.ops)  # the spaces' own check: known components, known and distinct ops
+            except SpaceError as exc:  # "ops for COMPONENT: why" -> "ops.COMPONENT: why", naming the key path
+                found = re.match(r"ops(?: for (backbone|neck|head))?(?: for all components)?: (.*)", str(exc))
+                comp, why = found.groups() if found else (None, str(exc))
+                raise ValueError(f"ops{'.' + comp if comp else ''}: {why}") from None
         if self.input_size is not None and not (
                 len(self.input_size) == 2 and all(isinstance(v, int) and v > 0 for v in self.input_size)):
             raise ValueError(f"input_size: expected [height, width], got {self.input_size!r}")
@@ -236,14 +234,14 @@ def resolve_sub_spaces(spec: str) -> dict[str, list[str]] | None:
         kept = {c: list(ops) for c, ops in SubSpaces.from_dict(data).kept.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{spec}: {exc}") from None
-    from search_spaces.ops import OPS
 
     for comp, ops in kept.items():
         if comp not in COMPONENTS:
             raise UserError(f"{spec}: components.{comp}: unknown component (known: {', '.join(COMPONENTS)})")
-        bad = [op for op in ops if op not in OPS]
-        if bad:
-            raise UserError(f"{spec}: components.{comp}.ops: unknown op {bad[0]!r}")
+        try:
+            check_op_list(ops, f"components.{comp}")
+        except SpaceError as exc:
+            raise UserError(f"{spec}: {exc}") from None
     return kept
 
 
@@ -275,8 +273,7 @@ def run_search(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(Buffer|LinearCrossEntropyOptions).*", category=RuntimeWarning)
+    with quiet_nni_import():
         import pytorch_lightning as pl
 
         from search_spaces import TrinitySpace

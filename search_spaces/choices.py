@@ -7,13 +7,13 @@ nn.Module") filtered out, so that users of the spaces do not see them.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 
 from torch import nn
 
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*(Buffer|LinearCrossEntropyOptions).*", category=RuntimeWarning)
+from search_spaces.quiet import quiet_nni_import
+
+with quiet_nni_import():
     import nni  # noqa: F401
     from nni.mutable.utils import label as nni_label
     from nni.nas.nn.pytorch import LayerChoice, ModelSpace

@@ -72,12 +72,13 @@ def normalize_ops(ops: OpsArg, components: Sequence[str] = COMPONENTS) -> dict[s
         unknown = set(ops) - set(components)
         if unknown:
             raise SpaceError(f"ops: unknown component(s) {sorted(unknown)}; expected some of {list(components)}")
-        return {c: _check_op_list(ops.get(c, OP_NAMES), c) for c in components}
-    checked = _check_op_list(ops, "all components")
+        return {c: check_op_list(ops.get(c, OP_NAMES), c) for c in components}
+    checked = check_op_list(ops, "all components")
     return {c: checked for c in components}
 
 
-def _check_op_list(ops: OpList, where: str) -> tuple[str, ...]:
+def check_op_list(ops: OpList, where: str) -> tuple[str, ...]:
+    """The one op-list check (spaces, configs, sub-spaces files, pretraining): pool names, distinct, non-empty."""
     if isinstance(ops, str):
         raise SpaceError(f"ops for {where}: expected a list of op names, got the string {ops!r}")
     ops = tuple(ops)

@@ -5,10 +5,9 @@ Needs NNI, Lightning and torch (and :mod:`search_spaces.ops` at most); never ``h
 
 from __future__ import annotations
 
-import warnings
+from search_spaces.quiet import quiet_nni_import
 
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*(Buffer|LinearCrossEntropyOptions).*", category=RuntimeWarning)
+with quiet_nni_import():
     # NNI's own import order: nni.nas.strategy must load before nni.nas.oneshot.pytorch.strategy, or
     # nni.nas.strategy.DARTS and friends become placeholders that fail (a circular import inside NNI).
     import nni.nas.strategy  # noqa: F401

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,7 +26,9 @@ from torch import nn
 from hitdet.architecture import Architecture, load_architecture
 from hitdet.errors import UserError
 from search_spaces.components import Backbone, build_backbone, fixed_block_factory
-from search_spaces.ops import OP_NAMES, OPS, build_op
+from search_spaces.ops import OP_NAMES, build_op
+from search_spaces.positions import SpaceError, check_op_list
+from search_spaces.quiet import quiet_nni_import
 from search_spaces.structure import DetectorStructure
 
 
@@ -85,8 +86,7 @@ def build_backbone_supernet(
 
 
 def _import_nni() -> tuple[Any, Any, Any]:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(Buffer|LinearCrossEntropyOptions).*", category=RuntimeWarning)
+    with quiet_nni_import():
         from nni.mutable.utils import label as nni_label
         from nni.nas.nn.pytorch import LayerChoice, ModelSpace
     return LayerChoice, ModelSpace, nni_label
@@ -203,11 +203,10 @@ def parse_space_ops(spec: str) -> tuple[list[str], dict[str, Any]]:
     else:
         ops = [op.strip() for op in spec.split(",") if op.strip()]
         source = {"space": "ops"}
-    unknown = [op for op in ops if op not in OPS]
-    if unknown:
-        raise UserError(f"--space: unknown op {unknown[0]!r} (the pool's ops: search_spaces.OPS, or 'all')")
-    if len(set(ops)) != len(ops) or not ops:
-        raise UserError(f"--space: expected distinct op names, got {spec!r}")
+    try:
+        check_op_list(ops, "--space")
+    except SpaceError as exc:
+        raise UserError(str(exc).replace("ops for --space", "--space")) from None
     return ops, source
 
 

@@ -23,9 +23,9 @@ from hitdet.evaluation import METRIC_NAMES, coco_evaluate, to_coco_results
 from hitdet.training.config import TrainConfig
 from hitdet.training.rng import load_rng_states, save_rng_states
 from hitdet.training.schedule import warmup_cosine_factor, warmup_step_factor
+from search_spaces.quiet import quiet_nni_import
 
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*(Buffer|LinearCrossEntropyOptions).*", category=RuntimeWarning)
+with quiet_nni_import():
     from nni.nas.evaluator.pytorch.lightning import LightningModule
 
 
