@@ -50,17 +50,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the command ``args`` were parsed for: ``hitdet demo``'s, ``hitdet data synth``'s."""
+    for dest in ("command", "data_command"):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs or getattr(args, dest, None) is None:
+            break
+        parser = subs[0].choices[getattr(args, dest)]
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     ignore_nni_import_warnings()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse's parse_args names the top-level parser ("hitdet: error:"); name the command's own
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    # "data synth": the name argparse's own errors give a data action, so that both kinds of error read alike
+    command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
     try:
         code = args.func(args)
     except UserError as exc:
         kind = "" if exc.exit_code in (130, 143) else "error: "  # hitdet.runs.RunInterrupted: a stop, not an error
-        print(f"hitdet {args.command}: {kind}{exc}", file=sys.stderr)
+        print(f"hitdet {command}: {kind}{exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"hitdet {args.command}: interrupted", file=sys.stderr)
+        print(f"hitdet {command}: interrupted", file=sys.stderr)
         return 130
     return int(code or 0)
 

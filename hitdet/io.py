@@ -140,6 +140,22 @@ def save_torch_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_atomic(path, lambda f: torch.save(obj, f))
 
 
+def check_creatable(path: str | os.PathLike[str]) -> None:
+    """Refuse (one line, nothing written) a ``path`` that cannot be created: its nearest existing ancestor
+    must be a folder this process can write in (a real probe: ``os.access`` says yes to root on a read-only
+    mount). For outputs that are written late, after minutes of work or a costly conversion."""
+    parent = Path(path).absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{parent}: is a file, not a folder (cannot create {path} in it)")
+    try:
+        with tempfile.TemporaryFile(dir=parent, prefix=".hitdet-probe-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{parent}: folder is not writable ({exc.strerror or exc})") from None
+
+
 # ---------------------------------------------------------------- bounded reads
 
 

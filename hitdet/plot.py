@@ -34,24 +34,24 @@ def _figure(width: float, height: float) -> Any:
 
 
 def check_free(paths: list[Path], force: bool) -> None:
-    """Refuse (one line) to replace an existing file unless ``force``; called before anything is drawn."""
-    if force:
-        return
+    """Refuse (one line) to replace an existing file unless ``force``, or to write where no file can be
+    created (under a file, in a read-only folder); called before anything is drawn."""
+    from hitdet.io import check_creatable
+
     for path in paths:
-        if path.exists():
+        if path.exists() and not force:
             raise UserError(f"{path}: exists (use --force to replace it)")
+        check_creatable(path)
 
 
 def _save(fig: Any, out: str | os.PathLike[str], dpi: int = DPI) -> Path:
-    """Save through a temporary file so that a failed plot leaves nothing half-written."""
+    """Save through a temporary file (:func:`hitdet.io.atomic_path`): a failed plot leaves nothing half-written,
+    and a disk error is one line naming the folder."""
+    from hitdet.io import atomic_path
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
-    try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=out.suffix.lstrip(".").lower() or "png")
     return out
 
 

@@ -69,7 +69,24 @@ def read_metrics(run: Path) -> dict[str, Any]:
     history = metrics.get("history")
     if not isinstance(history, list) or not all(isinstance(h, dict) and "epoch" in h for h in history):
         raise UserError(f"{path}: history: expected a list of per-epoch metrics")
+    for i, entry in enumerate(history):
+        _check_epoch(entry, f"{path}: history[{i}]")
     best = metrics.get("best")
-    if best is not None and (not isinstance(best, dict) or not isinstance(best.get("AP"), int | float)):
+    if best is not None and (not isinstance(best, dict) or not _is_number(best.get("AP"))):
         raise UserError(f"{path}: best: expected the best epoch's metrics with AP")
+    if best is not None:
+        _check_epoch(best, f"{path}: best")
     return metrics
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_epoch(entry: dict[str, Any], where: str) -> None:
+    """One epoch's metrics as the pictures and tables read them: an integer epoch, AP/AP50/AP75 numbers."""
+    if not isinstance(entry.get("epoch"), int) or isinstance(entry["epoch"], bool):
+        raise UserError(f"{where}.epoch: expected an integer, got {entry.get('epoch')!r}")
+    for key in ("AP", "AP50", "AP75"):
+        if key in entry and not _is_number(entry[key]):
+            raise UserError(f"{where}.{key}: expected a number, got {entry[key]!r}")

@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from hitdet.builder import build_detector
     from hitdet.errors import UserError
     from hitdet.exporting import MIN_ONNX_OPSET, export_onnx, export_torchscript
+    from hitdet.io import check_creatable
     from hitdet.training.weights import load_weights
 
     if not args.weights:
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{out}: is a folder (--out names the file to write)")
     if out.exists() and not args.force:
         raise UserError(f"{out}: file exists (use --force to replace it)")
+    check_creatable(out)  # before the conversion, not after it
     arch = load_architecture(args.arch)
     model = load_weights(build_detector(arch), args.weights).eval()
     if args.format == "torchscript":

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from hitdet.commands.common import add_run_options, parse_devices, run_overrides
+from hitdet.errors import UserError
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -46,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
     if args.mode == "screen":
         if args.components:
             comps = [c.strip() for c in args.components.split(",") if c.strip()]
+            from search_spaces.positions import COMPONENTS
+
+            unknown = [c for c in comps if c not in COMPONENTS]
+            if unknown or not comps:
+                raise UserError(f"--components: unknown component {(unknown[0] if unknown else args.components)!r} "
+                                f"(known: {', '.join(COMPONENTS)})")
             overrides.append(f"strategy.screen_components=[{', '.join(comps)}]")
         if args.num_ops is not None:
             overrides.append(f"strategy.num_ops={args.num_ops}")

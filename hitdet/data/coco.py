@@ -43,6 +43,16 @@ class DataError(UserError):
     """A dataset file or record that cannot be used."""
 
 
+def _is_id(v: Any) -> bool:
+    """An integer id; not a bool (JSON ``true`` is 1 to Python, and would pass for image 1)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _refers(v: Any, ids: set[int]) -> bool:
+    """``v`` is one of ``ids`` (a list or object is not: unhashable; nor ``true``, though ``True in {1}``)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v in ids
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
 
@@ -63,12 +73,12 @@ def read_annotations(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise DataError(f"{path}: 'annotations' is not a list")
     cat_ids = set()
     for i, cat in enumerate(data["categories"]):
-        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int):
+        if not isinstance(cat, dict) or not _is_id(cat.get("id")):
             raise DataError(f"{path}: categories[{i}]: needs an integer 'id'")
         cat_ids.add(cat["id"])
     image_ids = set()
     for i, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or not isinstance(img.get("id"), int):
+        if not isinstance(img, dict) or not _is_id(img.get("id")):
             raise DataError(f"{path}: images[{i}]: needs an integer 'id'")
         if img["id"] in image_ids:
             raise DataError(f"{path}: images[{i}]: duplicate image id {img['id']}")
@@ -88,9 +98,9 @@ def read_annotations(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise DataError(f"{where}: no 'bbox'")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
             raise DataError(f"{where}: 'bbox' must be [x, y, width, height] numbers, got {bbox!r}")
-        if ann.get("image_id") not in image_ids:
+        if not _refers(ann.get("image_id"), image_ids):
             raise DataError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
-        if ann.get("category_id") not in cat_ids:
+        if not _refers(ann.get("category_id"), cat_ids):
             raise DataError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
         ann.setdefault("iscrowd", 0)
         ann.setdefault("area", float(bbox[2] * bbox[3]))

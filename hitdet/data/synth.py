@@ -39,6 +39,7 @@ from PIL import Image, ImageDraw
 
 from hitdet.architecture import write_json_atomic
 from hitdet.errors import UserError
+from hitdet.io import check_creatable
 
 # Category ids deliberately not contiguous (like COCO's 1..90 with gaps), so the id <-> label
 # mapping is exercised by every run. Each class has a base hue; colours are jittered around it.
@@ -340,6 +341,7 @@ def write_synthetic(out: str | os.PathLike[str], spec: SynthSpec | None = None, 
         )
     out = Path(out)
     check_output_dir(out, force)
+    check_creatable(out)  # staged_output_dir creates a sibling of out
     with staged_output_dir(out) as tmp:
         for split, count in zip(SPLITS, (spec.num_train, spec.num_val), strict=True):
             _write_split(tmp, split, count, spec)

@@ -20,10 +20,12 @@ from PIL import Image, ImageDraw
 
 from hitdet.architecture import write_json_atomic
 from hitdet.errors import UserError
+from hitdet.io import check_creatable
 
 SHAPES = ("circle", "square", "triangle", "cross")
 FORMAT = "hitdet-synth-cls"
 MAX_CLASSES = 64
+MAX_SIZE = 1024  # pixels a side: a larger --size is a typo (100000: a 28 GiB image in memory)
 
 
 def class_name(index: int) -> str:
@@ -74,13 +76,14 @@ def write_synthetic_classification(
         raise UserError(f"--classes must be between 2 and {MAX_CLASSES}, got {num_classes}")
     if train_per_class < 1 or val_per_class < 0:
         raise UserError("--train-per-class must be >= 1 and --val-per-class >= 0")
-    if image_size < 16:
-        raise UserError(f"--size must be at least 16 pixels, got {image_size}")
+    if not 16 <= image_size <= MAX_SIZE:
+        raise UserError(f"--size must be between 16 and {MAX_SIZE} pixels, got {image_size}")
     if not 0 <= seed < 2**32:  # numpy's seeds
         raise UserError(f"--seed: must be in [0, 2**32), got {seed}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
+    check_creatable(out / "train")  # the images are written into out itself
     if out.is_dir() and any(out.iterdir()):
         if not force:
             raise UserError(f"{out}: folder is not empty (use --force to replace the synthetic set in it)")
