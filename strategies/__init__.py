@@ -1,6 +1,6 @@
 """The Hit-Detector search strategy for NNI: screening and the end-to-end trinity search.
 
-Needs NNI, Lightning and torch (and :mod:`search_spaces.ops` at most); never ``hitdet``.
+Needs NNI, Lightning and torch (and :mod:`search_spaces.ops` and :mod:`search_spaces.quiet` at most); never ``hitdet``.
 """
 
 from __future__ import annotations
