@@ -44,6 +44,10 @@ MODES = ("screen", "search")
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {
         "train": {"epochs": 12, "schedule": "cosine", "base_lr": 0.04, "warmup_iters": 0},
+        # At 800x1333 the 32-op screening with the plain weighted sum needs 100-240 GiB a GPU (README,
+        # "Memory modes"); recomputing the candidates in the backward pass brings it to 20-40 GiB (an
+        # 80 GB GPU) for ~1.2-1.4x the step time, and the 8-op search to 12-26 GiB.
+        "strategy": {"mixed_op": "recompute"},
     },
     "synth-cpu": {
         # The CPU-scale space (search_spaces.structure.CPU_STRUCTURE) at its own width, on 128-160 px images.
