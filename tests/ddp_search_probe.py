@@ -7,7 +7,7 @@ rank by re-running this very command. Each rank writes ``TRACE/rank{r}.pt``:
   masks (screening changes them at epoch ends) and the image ids of the step's two batches;
 - ``sample`` / ``kept``: what that rank's own copy of the strategy exports;
 - ``epochs``: at the start of every epoch, which candidates (of those with weights) still have live weights (a weak
-  reference per parameter, after a garbage collection) next to which are still active;
+  reference per parameter, after a garbage collection) next to which are still active, and every weight;
 - ``writes``: every file or folder that rank created, wrote, renamed or removed under OUT,
   caught by a Python audit hook (``open`` for writing, ``os.mkdir``, ``os.rename`` ...).
 
@@ -98,6 +98,8 @@ def main() -> None:
                 "active": sorted(f"{label}:{name}" for label, g in pl_module.layers.items()
                                  for name, m in g[0].candidate_modules() if any(True for _ in m.parameters())),
                 "wrapper": type(ddp).__name__,
+                # every weight, flattened: DDP keeps the ranks' weights equal (all-reduced gradients)
+                "weights": torch.cat([p.detach().flatten().cpu() for p in pl_module.parameters()]),
             })
 
         def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, idx: int) -> None:

@@ -89,8 +89,12 @@ def check_only_rank0_writes(out: Path, ranks: list[dict[str, Any]], outputs: lis
 
 
 def test_ddp_screen_same_alpha_and_removals_on_every_rank(data: Path, tmp_path: Path) -> None:
+    """A 2-process screen with the recomputing mixed op: α and removals equal, removed weights freed."""
     pool = "--set=ops=[sep_k3, skip, conv_k1, conv_k3]"
-    out, ranks = run_probe("screen", data, tmp_path, "--set=strategy.num_ops=2", pool)
+    # the recomputing mixed op (the paper recipe's): its candidates' weights are inputs of its autograd
+    # function, so DDP sees them as used and all-reduces their gradients like any other
+    out, ranks = run_probe("screen", data, tmp_path, "--set=strategy.num_ops=2", pool,
+                           "--set=strategy.mixed_op=recompute")
     check_same_alpha_every_step(ranks)
     first, last = ranks[0]["alpha"][0]["active"], ranks[0]["alpha"][-1]["active"]
     assert all(int(m.sum()) == 4 for m in first.values()) and any(int(m.sum()) < 4 for m in last.values())
@@ -101,7 +105,11 @@ def test_ddp_screen_same_alpha_and_removals_on_every_rank(data: Path, tmp_path: 
         assert [e["epoch"] for e in epochs] == [0, 1, 2] and {e["wrapper"] for e in epochs} == {
             "DistributedDataParallel"}
         assert len(epochs[-1]["active"]) < len(epochs[0]["active"])  # epoch 1's end removed ops
-        for e in epochs:
+    for e0, e1 in zip(ranks[0]["epochs"], ranks[1]["epochs"], strict=True):  # the same weights on both ranks
+        assert torch.equal(e0["weights"], e1["weights"]), f"epoch {e0['epoch']}: weights differ between ranks"
+    assert not torch.equal(ranks[0]["epochs"][0]["weights"][:100], ranks[0]["epochs"][1]["weights"][:100])
+    for rank in ranks:
+        for e in rank["epochs"]:
             assert e["alive"] == e["active"], f"epoch {e['epoch']}: removed ops still alive " + str(
                 sorted(set(e["alive"]) - set(e["active"]))[:4])
     assert all(len(ops) == 2 for ops in ranks[0]["kept"].values())
