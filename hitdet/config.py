@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -89,6 +90,28 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, str):
             return value
     raise UserError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def is_real(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_int(value: Any) -> bool:
+    """An int (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def require(cfg: Any, key: str, why: str, ok: Any, optional: bool = False) -> None:
+    """For a config dataclass's ``__post_init__``: ``ValueError("key: why, got value")`` unless ``ok(value)``.
+
+    None passes when ``optional``. The loader turns the error into one line naming the source of ``key``.
+    """
+    value = getattr(cfg, key)
+    if value is None and optional:
+        return
+    if not ok(value):
+        raise ValueError(f"{key}: {why}, got {value!r}")
 
 
 def _where(source: str, path: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hitdet.config import load
+from hitdet.config import load, require
 from hitdet.training.config import PRECISIONS
 
 
@@ -48,23 +48,23 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         """Every range, checked once here: ``ValueError("field: why, got value")`` (the loader names the source)."""
         for key in ("epochs", "batch_size", "image_size", "log_every_n_steps"):
-            _require(self, key, "must be a positive integer", lambda v: v >= 1)
+            require(self, key, "must be a positive integer", lambda v: v >= 1)
         for key in ("lr", "momentum", "weight_decay", "label_smoothing", "warmup_epochs", "min_lr", "val_crop_ratio",
                     "crop_scale"):
-            _require(self, key, "must be a finite number", lambda v: math.isfinite(v))
-        _require(self, "num_workers", "must be >= 0", lambda v: v >= 0)
-        _require(self, "lr", "must be positive", lambda v: v > 0)
+            require(self, key, "must be a finite number", lambda v: math.isfinite(v))
+        require(self, "num_workers", "must be >= 0", lambda v: v >= 0)
+        require(self, "lr", "must be positive", lambda v: v > 0)
         for key in ("momentum", "label_smoothing"):
-            _require(self, key, "must be in [0, 1)", lambda v: 0.0 <= v < 1.0)
+            require(self, key, "must be in [0, 1)", lambda v: 0.0 <= v < 1.0)
         for key in ("crop_scale", "val_crop_ratio"):
-            _require(self, key, "must be in (0, 1]", lambda v: 0.0 < v <= 1.0)
+            require(self, key, "must be in (0, 1]", lambda v: 0.0 < v <= 1.0)
         for key in ("weight_decay", "min_lr", "warmup_epochs"):
-            _require(self, key, "must be >= 0", lambda v: v >= 0)
-        _require(self, "warmup_epochs", f"must be less than epochs ({self.epochs})", lambda v: v < self.epochs)
-        _require(self, "keep_checkpoints", "must be positive or -1 (all)", lambda v: v == -1 or v >= 1)
-        _require(self, "seed", "must be in [0, 2**32)", lambda v: 0 <= v < 2**32)
-        _require(self, "max_steps", "must be positive or -1 (all epochs)", lambda v: v == -1 or v >= 1)
-        _require(self, "precision", f"expected one of {', '.join(PRECISIONS)}", lambda v: v in PRECISIONS)
+            require(self, key, "must be >= 0", lambda v: v >= 0)
+        require(self, "warmup_epochs", f"must be less than epochs ({self.epochs})", lambda v: v < self.epochs)
+        require(self, "keep_checkpoints", "must be positive or -1 (all)", lambda v: v == -1 or v >= 1)
+        require(self, "seed", "must be in [0, 2**32)", lambda v: 0 <= v < 2**32)
+        require(self, "max_steps", "must be positive or -1 (all epochs)", lambda v: v == -1 or v >= 1)
+        require(self, "precision", f"expected one of {', '.join(PRECISIONS)}", lambda v: v in PRECISIONS)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,8 +119,3 @@ def _recipe_of(name: str) -> str | None:
 
     return read_config_file(name, RECIPES)[1] if Path(name).is_file() else None
 
-
-def _require(cfg: Any, key: str, why: str, ok: Any) -> None:
-    value = getattr(cfg, key)
-    if not ok(value):
-        raise ValueError(f"{key}: {why}, got {value!r}")

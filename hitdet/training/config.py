@@ -9,7 +9,6 @@ Set ``lr`` to use a fixed value instead.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import yaml
 
 from hitdet.architecture import write_text_atomic
-from hitdet.config import coerce, load
+from hitdet.config import coerce, is_int, is_real, load, require
 from hitdet.errors import UserError
 from search_spaces.detectors import DetectorSettings
 
@@ -59,23 +58,23 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Every range, checked once here: ``ValueError("field: why, got value")`` (the loader names the source)."""
         for key in ("epochs", "batch_size", "base_batch", "eval_batch_size"):
-            _require(self, key, "must be a positive integer", lambda v: _is_int(v) and v >= 1)
+            require(self, key, "must be a positive integer", lambda v: is_int(v) and v >= 1)
         for key in ("lr", "base_lr", "width", "momentum", "weight_decay", "warmup_ratio", "gamma", "grad_clip_norm",
                     "hflip_prob"):
-            _require(self, key, "must be a finite number", _is_real, optional=key == "lr")
+            require(self, key, "must be a finite number", is_real, optional=key == "lr")
         for key in ("width", "lr", "base_lr"):
-            _require(self, key, "must be positive", lambda v: v > 0, optional=key == "lr")
+            require(self, key, "must be positive", lambda v: v > 0, optional=key == "lr")
         for key in ("momentum", "weight_decay", "gamma", "grad_clip_norm", "warmup_iters", "num_workers"):
-            _require(self, key, "must be >= 0", lambda v: v >= 0)
-        _require(self, "seed", "must be in [0, 2**32)", lambda v: _is_int(v) and 0 <= v < 2**32)
-        _require(self, "precision", f"expected one of {', '.join(PRECISIONS)}", lambda v: v in PRECISIONS)
-        _require(self, "steps_per_epoch", "must be a positive integer", lambda v: _is_int(v) and v >= 1,
+            require(self, key, "must be >= 0", lambda v: v >= 0)
+        require(self, "seed", "must be in [0, 2**32)", lambda v: is_int(v) and 0 <= v < 2**32)
+        require(self, "precision", f"expected one of {', '.join(PRECISIONS)}", lambda v: v in PRECISIONS)
+        require(self, "steps_per_epoch", "must be a positive integer", lambda v: is_int(v) and v >= 1,
                  optional=True)
-        _require(self, "keep_checkpoints", "must be positive or -1 (all)", lambda v: v == -1 or v >= 1)
-        _require(self, "hflip_prob", "must be between 0 and 1", lambda v: 0.0 <= v <= 1.0)
-        _require(self, "milestones", "must be increasing", lambda v: sorted(v) == list(v))
-        _require(self, "schedule", "expected 'step' or 'cosine'", lambda v: v in ("step", "cosine"))
-        _require(self, "backend", "unknown evaluation backend", lambda v: v in ("pycocotools", "faster-coco-eval"))
+        require(self, "keep_checkpoints", "must be positive or -1 (all)", lambda v: v == -1 or v >= 1)
+        require(self, "hflip_prob", "must be between 0 and 1", lambda v: 0.0 <= v <= 1.0)
+        require(self, "milestones", "must be increasing", lambda v: sorted(v) == list(v))
+        require(self, "schedule", "expected 'step' or 'cosine'", lambda v: v in ("step", "cosine"))
+        require(self, "backend", "unknown evaluation backend", lambda v: v in ("pycocotools", "faster-coco-eval"))
         self.detector = self.__config_check__("detector", self.detector)
 
     @staticmethod
@@ -162,23 +161,6 @@ def load_config(
     are ignored (flags not given).
     """
     return load(TrainConfig, RECIPES, config, overrides or [], explicit=explicit)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _require(cfg: Any, key: str, why: str, ok: Any, optional: bool = False) -> None:
-    """Raise ``ValueError("key: why, got value")`` unless ``ok(value)`` (None passes when ``optional``)."""
-    value = getattr(cfg, key)
-    if value is None and optional:
-        return
-    if not ok(value):
-        raise ValueError(f"{key}: {why}, got {value!r}")
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike[str]) -> Path:
