@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -71,3 +74,37 @@ def tree(root: Path) -> dict[str, Any]:
         else:
             found[key] = ("dir", path.stat().st_mode)
     return found
+
+
+@contextlib.contextmanager
+def read_only(*folders: Path) -> Iterator[bool]:
+    """Make ``folders`` read-only for the block; yields whether that worked (the caller skips if not).
+
+    An ordinary user gets ``chmod 555``. Root ignores permissions, so for root each folder becomes a
+    read-only bind mount of itself (undone on exit) where the system lets root mount; that is a real
+    read-only folder (writes fail with EROFS), not a simulation of one.
+    """
+    if os.geteuid() != 0:
+        for f in folders:
+            f.chmod(0o555)
+        try:
+            yield True
+        finally:
+            for f in folders:
+                f.chmod(0o755)
+        return
+    mounted: list[Path] = []
+    try:
+        for f in folders:
+            if subprocess.run(["mount", "--bind", str(f), str(f)], capture_output=True).returncode != 0:
+                break
+            mounted.append(f)
+            if subprocess.run(["mount", "-o", "remount,ro,bind", str(f)], capture_output=True).returncode != 0:
+                break
+        else:
+            yield bool(folders)
+            return
+        yield False
+    finally:
+        for f in reversed(mounted):
+            subprocess.run(["umount", str(f)], capture_output=True)

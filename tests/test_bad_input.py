@@ -28,7 +28,7 @@ import torch
 from hitdet.cli import main
 from hitdet.data import SynthSpec, write_synthetic
 from hitdet.data.synth import CATEGORIES
-from tests.helpers import tiny_arch, tree
+from tests.helpers import read_only, tiny_arch, tree
 
 PRESET: dict[str, Any] = json.loads(files("hitdet.presets").joinpath("hit-detector.json").read_text())
 TINY_TRAIN = ["--config", "synth-cpu", "--set", "width=0.0625", "--epochs", "1", "--no-progress"]
@@ -698,23 +698,19 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _prepare(tmp_path: Path, data: Path, args: list[str], files: dict[str, Any],
              model: Path | None = None) -> tuple[list[str], Path]:
-    """Write ``files`` (text, bytes, "->TARGET" for a symbolic link, READ_ONLY for a read-only folder) under
-    ``tmp_path``; read-only folders are made so last, after the files inside them are written."""
-    read_only = []
+    """Write ``files`` (text, bytes, "->TARGET" for a symbolic link, READ_ONLY for a folder the test makes
+    read-only) under ``tmp_path``."""
     for name, content in files.items():
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, bytes):
             path.write_bytes(content)
         elif content == READ_ONLY:
-            path.mkdir(exist_ok=True)
-            read_only.append(path)
+            path.mkdir(exist_ok=True)  # made read-only by the test (tests.helpers.read_only)
         elif content.startswith("->"):
             path.symlink_to(tmp_path / content[2:])
         else:
             path.write_text(content)
-    for path in read_only:
-        path.chmod(0o555)
     out = tmp_path / "out"
     fill = {"tmp": str(tmp_path), "data": str(data), "out": str(out), "model": str(model)}
     return [a.format(**fill) for a in args], out
@@ -731,10 +727,10 @@ PARAMS = [pytest.param(*case, id=case[0]) for case in CASES]
 @pytest.mark.parametrize("name,args,files,message", PARAMS)
 def test_bad_input(name: str, args: list[str], files: dict[str, Any], message: str, data: Path, model: Path,
                    tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    if READ_ONLY in files.values() and os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders")
     argv, out = _prepare(tmp_path, data, args, files, model)
-    try:
+    with read_only(*[tmp_path / rel for rel, content in files.items() if content == READ_ONLY]) as ok:
+        if not ok and READ_ONLY in files.values():
+            pytest.skip("no way to make a read-only folder here (root, and mounts not allowed)")
         before = tree(tmp_path), tree(data), tree(model)
         try:
             code = main(argv)
@@ -748,10 +744,6 @@ def test_bad_input(name: str, args: list[str], files: dict[str, Any], message: s
         assert lines[0].startswith(f"hitdet {_command(argv)}: error: "), lines[0]
         assert (tree(tmp_path), tree(data), tree(model)) == before
         assert any(f == "out" or f.startswith("out/") for f in files) or not out.exists()
-    finally:  # let pytest remove the folder
-        for rel, content in files.items():
-            if content == READ_ONLY:
-                (tmp_path / rel).chmod(0o755)
 
 
 @pytest.mark.parametrize("name,args,files,message", [c for c in CASES if c[0] in SUBPROCESS],
