@@ -305,17 +305,24 @@ def load(
     *,
     base: Iterable[tuple[Any, str]] = (),
     explicit: Mapping[str, Any] | None = None,
+    flags: Mapping[str, tuple[str, Any]] | None = None,
 ) -> Any:
-    """Build config dataclass ``cls`` from its layers (see the module docstring)."""
+    """Build config dataclass ``cls`` from its layers (see the module docstring).
+
+    ``explicit``: ``{key: value}`` of flags named like their key (``batch_size`` is ``--batch-size``);
+    ``flags``: ``{"--num-ops": ("strategy.num_ops", value)}`` for the others. Values that are None
+    (a flag not given) are skipped; an error in one names the flag, as the user typed it.
+    """
     values = Values(cls)
     for data, source in [*base, *config_layers(config, recipes)]:
         values.update(data, source)
     for text in overrides:
         key, value = parse_override(text)
         values.update(nested(key, value), "--set")
-    for key, value in (explicit or {}).items():
+    named = {f"--{key.replace('_', '-')}": (key, value) for key, value in (explicit or {}).items()}
+    for flag, (key, value) in {**named, **(flags or {})}.items():
         if value is not None:  # a flag given on the command line: named as the flag
-            values.update({key: value}, f"--{key.replace('_', '-')}")
+            values.update(nested(key, value), flag)
     return values.build()
 
 

@@ -153,20 +153,22 @@ class SearchConfig:
 
 
 def load_search_config(
-    mode: str, config: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
+    mode: str, config: str | os.PathLike[str] | None = None, overrides: list[str] | None = None, *,
+    flags: dict[str, tuple[str, Any]] | None = None,
 ) -> SearchConfig:
     """A config from a recipe name or YAML file, then ``--set section.key=value`` overrides.
 
     Sections: ``train`` (the keys of ``hitdet train``'s config), ``strategy`` (the strategy's
     settings), and the top-level keys ``ops``, ``sub_spaces``, ``input_size``, ``num_rois`` ...
     The search's own defaults for the weight training (cosine schedule without warm-up; the
-    backbone at half depth when screening) come first, then the layers of :func:`hitdet.config.load`.
+    backbone at half depth when screening) come first, then the layers of :func:`hitdet.config.load`
+    (``flags``: the command's flags, ``{"--num-ops": ("strategy.num_ops", 8)}``).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     base = [({"train": {"schedule": "cosine", "warmup_iters": 0, "half_depth": mode == "screen"}},
              f"{mode} defaults")]
-    cfg = load(SearchConfig, RECIPES, config, overrides or [], base=base)
+    cfg = load(SearchConfig, RECIPES, config, overrides or [], base=base, flags=flags)
     try:
         cfg.strategy = dataclasses.replace(cfg.strategy, mode=mode)
     except ValueError as exc:

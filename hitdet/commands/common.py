@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from hitdet.errors import UserError
 from hitdet.training.config import PRECISIONS
@@ -23,14 +24,13 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    "num_workers")
 
 
-def run_overrides(args: argparse.Namespace, section: str = "") -> list[str]:
-    """The config overrides ``--precision`` and ``--num-workers`` stand for (``section``: "train." for the search)."""
-    out = []
-    if args.precision is not None:
-        out.append(f"{section}precision={args.precision}")
-    if args.num_workers is not None:
-        out.append(f"{section}num_workers={args.num_workers}")
-    return out
+def run_flags(args: argparse.Namespace, section: str = "") -> dict[str, tuple[str, Any]]:
+    """The config keys ``--precision`` and ``--num-workers`` set (``section``: "train." for the search).
+
+    As ``hitdet.config.load``'s ``flags``: an error in one names the flag, not a ``--set``.
+    """
+    return {"--precision": (f"{section}precision", args.precision),
+            "--num-workers": (f"{section}num_workers", args.num_workers)}
 
 
 def parse_devices(text: str) -> int | str:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hitdet.commands.common import add_run_options, parse_devices, run_overrides
+from hitdet.commands.common import add_run_options, parse_devices, run_flags
 from hitdet.errors import UserError
 
 
@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         config_file = Path(args.out) / "config.yaml"  # a resumed run keeps the settings it started with
     config = load_config(
         config_file,
-        [*args.overrides, *run_overrides(args)],
+        args.overrides,
+        flags=run_flags(args),
         recipe=recipe,
         epochs=args.epochs,
         batch_size=args.batch_size,

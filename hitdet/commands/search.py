@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hitdet.commands.common import add_run_options, parse_devices, run_overrides
+from hitdet.commands.common import add_run_options, parse_devices, run_flags
 from hitdet.errors import UserError
 
 
@@ -41,34 +41,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hitdet.searching import load_search_config, run_search
 
-    overrides = [*args.set, *run_overrides(args, "train.")]
-    if args.epochs is not None:
-        overrides.append(f"train.epochs={args.epochs}")
+    flags = {**run_flags(args, "train."), "--epochs": ("train.epochs", args.epochs)}
     if args.mode == "screen":
+        comps = None
         if args.components:
-            comps = [c.strip() for c in args.components.split(",") if c.strip()]
             from search_spaces.positions import COMPONENTS
 
+            comps = [c.strip() for c in args.components.split(",") if c.strip()]
             unknown = [c for c in comps if c not in COMPONENTS]
             if unknown or not comps:
                 raise UserError(f"--components: unknown component {(unknown[0] if unknown else args.components)!r} "
                                 f"(known: {', '.join(COMPONENTS)})")
-            overrides.append(f"strategy.screen_components=[{', '.join(comps)}]")
-        if args.num_ops is not None:
-            overrides.append(f"strategy.num_ops={args.num_ops}")
-        if args.mu is not None:
-            overrides.append(f"strategy.mu={args.mu}")
+        flags.update({"--components": ("strategy.screen_components", comps),
+                      "--num-ops": ("strategy.num_ops", args.num_ops), "--mu": ("strategy.mu", args.mu)})
     else:
-        if args.sub_spaces:
-            overrides.append(f"sub_spaces={args.sub_spaces}")
-        if args.lam is not None:
-            overrides.append(f"strategy.penalty_lambda={args.lam}")
-        if args.target_macs is not None:
-            overrides.append(f"target_macs={args.target_macs}")
+        flags.update({"--sub-spaces": ("sub_spaces", args.sub_spaces or None),
+                      "--lambda": ("strategy.penalty_lambda", args.lam),
+                      "--target-macs": ("target_macs", args.target_macs)})
     config = args.config
     if args.resume and config is None and (Path(args.out) / "config.yaml").is_file():
         config = Path(args.out) / "config.yaml"  # a resumed run keeps the settings it started with
-    cfg = load_search_config(args.mode, config, overrides)
+    cfg = load_search_config(args.mode, config, args.set, flags=flags)
     summary = run_search(
         args.mode, args.out, cfg, args.data, resume=args.resume, force=args.force,
         backbone_weights=args.backbone_weights, accelerator=args.accelerator, devices=parse_devices(args.devices),

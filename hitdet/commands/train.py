@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hitdet.commands.common import add_run_options, parse_devices, run_overrides
+from hitdet.commands.common import add_run_options, parse_devices, run_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         if args.arch is None:
             raise UserError("ARCH: give an architecture JSON or preset name (e.g. hit-detector)")
         arch = load_architecture(args.arch)
-    cfg = load_config(config, [*args.overrides, *run_overrides(args)], epochs=args.epochs,
+    cfg = load_config(config, args.overrides, flags=run_flags(args), epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, width=args.width)
     from hitdet.training.runner import train
 

@@ -98,6 +98,7 @@ def load_config(
     overrides: list[str] | None = None,
     *,
     recipe: str = "supernet",
+    flags: dict[str, tuple[str, Any]] | None = None,
     **explicit: Any,
 ) -> PretrainConfig:
     """Recipe ``recipe`` (or ``config`` when it names a recipe), then a YAML file ``config``, ``--set``, flags.
@@ -110,7 +111,7 @@ def load_config(
     name = str(config) if config is not None else None
     starts_elsewhere = name in RECIPES or (name is not None and _recipe_of(name) is not None)
     base = [] if starts_elsewhere else [(RECIPES[recipe], f"recipe {recipe}")]
-    return load(PretrainConfig, RECIPES, config, overrides or [], base=base, explicit=explicit)
+    return load(PretrainConfig, RECIPES, config, overrides or [], base=base, explicit=explicit, flags=flags)
 
 
 def _recipe_of(name: str) -> str | None:

@@ -152,6 +152,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 def load_config(
     config: str | os.PathLike[str] | None = None,
     overrides: list[str] | None = None,
+    *,
+    flags: dict[str, tuple[str, Any]] | None = None,
     **explicit: Any,
 ) -> TrainConfig:
     """A config from a recipe name or YAML file, then ``--set`` overrides, then explicit flags.
@@ -160,7 +162,7 @@ def load_config(
     types raise UserError naming the key and where it came from. ``explicit`` values that are None
     are ignored (flags not given).
     """
-    return load(TrainConfig, RECIPES, config, overrides or [], explicit=explicit)
+    return load(TrainConfig, RECIPES, config, overrides or [], explicit=explicit, flags=flags)
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike[str]) -> Path:
