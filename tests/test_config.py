@@ -112,3 +112,32 @@ def test_config_files_are_bounded(tmp_path: Path) -> None:
     binary.write_bytes(b"epochs: \xff\xfe\n")
     with pytest.raises(UserError, match=r"bin.yaml: cannot read: not UTF-8"):
         load_search_config("search", binary)
+
+
+@pytest.mark.parametrize("argv", [
+    ["screen", "--config", "synth-cpu", "--num-ops", "4", "--set", "train.lr=0.01"],
+    ["search", "--config", "synth-cpu", "--lambda", "0.05", "--epochs", "2"],
+    ["train", "hit-detector", "--config", "synth-cpu", "--batch-size", "3", "--set", "detector.min_size=96"],
+    ["pretrain", "--arch", "hit-detector", "--data", "{tmp}/imgs", "--config", "synth-cpu", "--epochs", "2"],
+])
+def test_print_config_prints_the_resolved_config_and_writes_nothing(argv: list[str], tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    from hitdet.cli import main
+    from hitdet.training.config import load_config as load_train
+
+    out = tmp_path / "run"
+    code = main([a.format(tmp=tmp_path) for a in argv] + ["--out", str(out), "--print-config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert code == 0 and not out.exists() and list(tmp_path.iterdir()) == []
+    saved = tmp_path / "printed.yaml"
+    saved.write_text(yaml.safe_dump(printed))
+    command = argv[0]
+    if command in ("screen", "search"):  # the printed YAML is the config: it loads back to the same one
+        expected = load_search_config(command, "synth-cpu", {
+            "screen": ["strategy.num_ops=4", "train.lr=0.01"],
+            "search": ["strategy.penalty_lambda=0.05", "train.epochs=2"]}[command])
+        assert load_search_config(command, saved) == expected
+    elif command == "train":
+        assert load_train(saved) == load_train("synth-cpu", ["batch_size=3", "detector.min_size=96"])
+    else:
+        assert load_pretrain(saved) == load_pretrain("synth-cpu", ["epochs=2"])

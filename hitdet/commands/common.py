@@ -22,6 +22,17 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    "16-mixed on GPUs); shortcut for the config key precision")
     p.add_argument("--num-workers", type=int, help="data-loading worker processes; shortcut for the config key "
                    "num_workers")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (recipe, file, --set and flags, checked) as YAML and exit; "
+                   "writes nothing")
+
+
+def print_config(config: dict[str, Any]) -> int:
+    """``--print-config``: the config as the run would record it in config.yaml; exit code 0."""
+    import yaml
+
+    print(yaml.safe_dump(config, sort_keys=False), end="")
+    return 0
 
 
 def run_flags(args: argparse.Namespace, section: str = "") -> dict[str, tuple[str, Any]]:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hitdet.commands.common import add_run_options, parse_devices, run_flags
+from hitdet.commands.common import add_run_options, parse_devices, print_config, run_flags
 from hitdet.errors import UserError
 
 
@@ -94,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         image_size=args.image_size,
     )
+    if args.print_config:
+        return print_config(config.to_dict())
     summary = run_pretraining(
         target,
         args.data,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hitdet.commands.common import add_run_options, parse_devices, run_flags
+from hitdet.commands.common import add_run_options, parse_devices, print_config, run_flags
 from hitdet.errors import UserError
 
 
@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and config is None and (Path(args.out) / "config.yaml").is_file():
         config = Path(args.out) / "config.yaml"  # a resumed run keeps the settings it started with
     cfg = load_search_config(args.mode, config, args.set, flags=flags)
+    if args.print_config:
+        return print_config(cfg.to_dict())
     summary = run_search(
         args.mode, args.out, cfg, args.data, resume=args.resume, force=args.force,
         backbone_weights=args.backbone_weights, accelerator=args.accelerator, devices=parse_devices(args.devices),

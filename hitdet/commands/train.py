@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hitdet.commands.common import add_run_options, parse_devices, run_flags
+from hitdet.commands.common import add_run_options, parse_devices, print_config, run_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         arch = load_architecture(args.arch)
     cfg = load_config(config, args.overrides, flags=run_flags(args), epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, width=args.width)
+    if args.print_config:
+        return print_config(cfg.to_dict())
     from hitdet.training.runner import train
 
     summary = train(arch, out, cfg, data_dir=args.data, resume=args.resume, force=args.force,
