@@ -412,15 +412,19 @@ def _run_experiment(
         fit_kwargs={"ckpt_path": str(last)} if resume else None,
     )
     strat = HitDetStrategy.from_settings(settings_obj, sub_spaces=sub_spaces)
-    experiment = NasExperiment(space, evaluator, strat)
-    # NNI writes an experiment folder in every process; DDP's extra ranks put theirs in a
-    # throw-away folder, so that only rank 0 writes into the run.
-    scratch = tempfile.TemporaryDirectory(prefix="hitdet-nni-rank-") if child else None
-    experiment.config.experiment_working_directory = scratch.name if scratch else str((out / "nni").resolve())
+    # NNI's log: its start-up chatter ("Config is not provided. Will try to infer.", logged while the
+    # experiment is built) is noise for a one-shot run, and so are its ERROR lines when the run stops
+    # ("Model 1 fails to be executed."): hitdet reports every stop itself, in one line (hitdet.runs).
     nni_logger = logging.getLogger("nni")
     level = nni_logger.level
-    nni_logger.setLevel(logging.ERROR)  # one-shot runs have no NNI manager: its start-up chatter is noise
+    nni_logger.setLevel(logging.CRITICAL)
+    scratch = None
     try:
+        experiment = NasExperiment(space, evaluator, strat)
+        # NNI writes an experiment folder in every process; DDP's extra ranks put theirs in a
+        # throw-away folder, so that only rank 0 writes into the run.
+        scratch = tempfile.TemporaryDirectory(prefix="hitdet-nni-rank-") if child else None
+        experiment.config.experiment_working_directory = scratch.name if scratch else str((out / "nni").resolve())
         with fitting(out):
             try:
                 experiment.run()
