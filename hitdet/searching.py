@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hitdet.architecture import Architecture, write_json_atomic, write_text_atomic
+from hitdet.architecture import Architecture
 from hitdet.config import load
 from hitdet.errors import UserError
+from hitdet.io import write_json_atomic, write_yaml_atomic
 from hitdet.training.config import TrainConfig
 from search_spaces.positions import COMPONENTS, SpaceError, check_op_list, normalize_ops
 from search_spaces.quiet import quiet_nni_import
@@ -353,7 +352,7 @@ def run_search(
             print(report.summary())
         if not child:
             if not resume:
-                write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+                write_yaml_atomic(out / "config.yaml", cfg.to_dict())
             update_run(out, data=str(data_dir.resolve()), mode=mode, resumed=resume)
         trainer, strat = _run_experiment(
             mode, out, cfg, space, settings_obj, sub_spaces, train_ds, resume=resume, accelerator=accelerator,

@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hitdet.architecture import write_text_atomic
 from hitdet.config import coerce, is_int, is_real, load, require
 from hitdet.errors import UserError
+from hitdet.io import write_yaml_atomic
 from search_spaces.detectors import DetectorSettings
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")  # what --precision offers (Lightning's names)
@@ -167,4 +165,4 @@ def load_config(
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike[str]) -> Path:
     """Write the resolved config as YAML (atomically), so a run says exactly how it was trained."""
-    return write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return write_yaml_atomic(path, cfg.to_dict())
