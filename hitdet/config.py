@@ -325,7 +325,3 @@ def load(
             values.update(nested(key, value), flag)
     return values.build()
 
-
-def update_values(cls: type, values: dict[str, Any], updates: Any, source: str) -> None:
-    """Check flat ``updates`` against the fields of dataclass ``cls`` and copy them into ``values``."""
-    _apply(cls, values, updates, source, "", {})
