@@ -285,15 +285,21 @@ def read_config_file(name: str, recipes: Mapping[str, Any]) -> tuple[dict[str, A
     return data, recipe
 
 
-def config_layers(config: str | os.PathLike[str] | None, recipes: Mapping[str, Any]) -> list[tuple[Any, str]]:
-    """The (mapping, source) layers a ``--config`` argument stands for: a recipe, a file on a recipe, a file."""
+def config_layers(
+    config: str | os.PathLike[str] | None, recipes: Mapping[str, Any], default_recipe: str | None = None
+) -> list[tuple[Any, str]]:
+    """The (mapping, source) layers a ``--config`` argument stands for: a recipe, a file on a recipe, a file.
+
+    ``default_recipe``: the recipe a file without ``recipe:`` (or no ``--config`` at all) starts from.
+    """
+    default = [(recipes[default_recipe], f"recipe {default_recipe}")] if default_recipe is not None else []
     if config is None:
-        return []
+        return default
     name = str(config)
     if name in recipes:
         return [(recipes[name], f"recipe {name}")]
     data, recipe = read_config_file(name, recipes)
-    layers = [(recipes[recipe], f"recipe {recipe}")] if recipe is not None else []
+    layers = [(recipes[recipe], f"recipe {recipe}")] if recipe is not None else default
     return [*layers, (data, name)]
 
 
@@ -306,15 +312,17 @@ def load(
     base: Iterable[tuple[Any, str]] = (),
     explicit: Mapping[str, Any] | None = None,
     flags: Mapping[str, tuple[str, Any]] | None = None,
+    default_recipe: str | None = None,
 ) -> Any:
     """Build config dataclass ``cls`` from its layers (see the module docstring).
 
     ``explicit``: ``{key: value}`` of flags named like their key (``batch_size`` is ``--batch-size``);
     ``flags``: ``{"--num-ops": ("strategy.num_ops", value)}`` for the others. Values that are None
     (a flag not given) are skipped; an error in one names the flag, as the user typed it.
+    ``default_recipe``: what a config file without ``recipe:``, or no config, starts from.
     """
     values = Values(cls)
-    for data, source in [*base, *config_layers(config, recipes)]:
+    for data, source in [*base, *config_layers(config, recipes, default_recipe)]:
         values.update(data, source)
     for text in overrides:
         key, value = parse_override(text)

@@ -14,6 +14,7 @@ training process can call it. No hitdet imports (this package sits below ``hitde
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +109,10 @@ def _draw_panel(fig: Any, ax: Any, panel: HeatmapPanel) -> None:
     bar.set_label("log2(p · n active)\n0 = uniform", fontsize=FONT)
 
 
+LEGEND = ("colour: probability relative to uniform over the layer's active ops; outlined with a dot: the chosen op "
+          "(argmax); grey: screened out (label: after which epoch)")
+
+
 def heatmap_figure(panels: list[HeatmapPanel], title: str = "", dpi: int = 100) -> Any:
     """A matplotlib Figure with one heatmap panel per component, stacked in the given order."""
     from matplotlib.figure import Figure
@@ -117,16 +122,15 @@ def heatmap_figure(panels: list[HeatmapPanel], title: str = "", dpi: int = 100) 
     label_in = (longest + 12) * FONT * 0.6 / 72  # rotated x tick labels, removal note included
     heights = [CELL * max(len(p.layers), 2) + label_in + 0.35 for p in panels]
     width = CELL * n_ops + 2.6
-    fig = Figure(figsize=(width, sum(heights) + (0.5 if title else 0.2)), dpi=dpi, layout="constrained")
+    # the legend wraps to the figure's width (an 8-op search is narrow), and the figure grows by its lines
+    legend = textwrap.wrap(LEGEND, width=max(30, int(width * 72 / ((FONT + 1) * 0.6))))
+    top = (0.2 + 0.2 * (len(legend) + 1)) if title else 0.2
+    fig = Figure(figsize=(width, sum(heights) + top), dpi=dpi, layout="constrained")
     axes = fig.subplots(len(panels), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
     for ax, panel in zip(axes, panels, strict=True):
         _draw_panel(fig, ax, panel)
     if title:
-        fig.suptitle(
-            f"{title}\ncolour: probability relative to uniform over the layer's active ops; "
-            "outlined with a dot: the chosen op (argmax); grey: screened out (label: after which epoch)",
-            fontsize=FONT + 1,
-        )
+        fig.suptitle("\n".join([title, *legend]), fontsize=FONT + 1)
     return fig
 
 

@@ -13,7 +13,6 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from hitdet.config import load, require
@@ -93,6 +92,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 
+
 def load_config(
     config: str | os.PathLike[str] | None = None,
     overrides: list[str] | None = None,
@@ -108,15 +108,5 @@ def load_config(
     unknown keys and wrong types raise UserError naming the key and the file (or option) they came
     from. ``explicit`` values that are None are ignored.
     """
-    name = str(config) if config is not None else None
-    starts_elsewhere = name in RECIPES or (name is not None and _recipe_of(name) is not None)
-    base = [] if starts_elsewhere else [(RECIPES[recipe], f"recipe {recipe}")]
-    return load(PretrainConfig, RECIPES, config, overrides or [], base=base, explicit=explicit, flags=flags)
-
-
-def _recipe_of(name: str) -> str | None:
-    """The ``recipe:`` a config file starts from (None for a file without one, or no file)."""
-    from hitdet.config import read_config_file
-
-    return read_config_file(name, RECIPES)[1] if Path(name).is_file() else None
-
+    return load(PretrainConfig, RECIPES, config, overrides or [], explicit=explicit, flags=flags,
+                default_recipe=recipe)
