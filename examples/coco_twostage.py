@@ -282,10 +282,11 @@ def _run_stages(args: argparse.Namespace, out: Path, child: bool, splits: Any, s
     """The stages of :func:`run_pipeline`, into ``out`` (locked and emptied by the caller)."""
     import torch
 
-    from hitdet.architecture import load_architecture, write_json_atomic
+    from hitdet.architecture import load_architecture
     from hitdet.builder import build_detector
     from hitdet.data import load_split
     from hitdet.evaluation import coco_evaluate, format_table, predict
+    from hitdet.io import write_json_atomic
     from hitdet.searching import run_search
     from hitdet.training.runner import architecture_categories, train
     from hitdet.training.weights import load_weights

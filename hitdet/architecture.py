@@ -17,7 +17,7 @@ from typing import Any
 
 from hitdet.errors import UserError
 from hitdet.io import parse_json, read_json, write_json_atomic
-from hitdet.io import write_text_atomic as write_text_atomic  # re-exported: callers import both from here
+from hitdet.io import write_text_atomic as write_text_atomic  # re-exported for benchmarks/search_vs_random.py
 from search_spaces.detectors import DetectorSettings
 from search_spaces.ops import OPS, op_cost
 from search_spaces.structure import DetectorStructure, FixedLayer, Slot

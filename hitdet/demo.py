@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hitdet.architecture import write_json_atomic
+from hitdet.io import write_json_atomic
+from search_spaces.positions import COMPONENTS
 
 
 @dataclass
@@ -145,7 +146,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     for comp, ops in summary["sub_spaces"].items():
         print(f"sub space {comp:<9} {', '.join(ops)}")
     arch = summary["architecture"]
-    for comp in ("backbone", "neck", "head"):
+    for comp in COMPONENTS:
         ops = [op for label, op in arch.items() if label.startswith(comp + "/")]
         print(f"searched {comp:<10} {' '.join(ops)}")
     h, w = summary["macs_input"]

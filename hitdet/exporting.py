@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +34,7 @@ from torchvision.models.detection import RetinaNet
 
 from hitdet.architecture import Architecture
 from hitdet.errors import UserError
+from hitdet.io import atomic_path
 
 FORMATS = ("torchscript", "onnx")
 ONNX_OPSET = 17
@@ -44,23 +42,6 @@ MIN_ONNX_OPSET = 11
 ONNX_INPUT = "image"
 ONNX_OUTPUTS = ("boxes", "labels", "scores")
 ARCHITECTURE_KEY = "architecture.json"
-
-
-@contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """A temporary file next to ``path``, renamed to it when the block succeeds (removed otherwise)."""
-    from hitdet.training.weights import default_mode
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def script_detector(model: nn.Module) -> torch.jit.ScriptModule:
@@ -76,7 +57,7 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike[str], arch: Arc
     path = Path(path)
     scripted = script_detector(model)
     extra = {ARCHITECTURE_KEY: json.dumps(arch.to_dict())} if arch is not None else {}
-    with _atomic_target(path) as tmp, warnings.catch_warnings():
+    with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.save's deprecation notice
         torch.jit.save(scripted, str(tmp), _extra_files=extra)
     return path
@@ -112,7 +93,7 @@ def export_onnx(
     h, w = input_size
     example = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
     model = model.eval()
-    with _atomic_target(path) as tmp, warnings.catch_warnings():
+    with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python values in torchvision's code
         torch.onnx.export(
             model, ([example],), str(tmp), opset_version=opset, dynamo=False,

@@ -32,8 +32,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hitdet.architecture import load_architecture, write_json_atomic
+from hitdet.architecture import load_architecture
 from hitdet.errors import UserError
+from hitdet.io import write_json_atomic
 from hitdet.nni_trial import (
     add_training_arguments,
     check_limit,
@@ -66,11 +67,12 @@ def strategy_overrides(parameters: dict[str, Any]) -> list[str]:
 
 def _sub_spaces_file(ops: list[str] | dict[str, list[str]], path: Path) -> Path:
     """A sub-spaces JSON (the screening format) holding the config's ``ops``, for ``--no-screen``."""
+    from search_spaces.positions import COMPONENTS
     from strategies import SubSpaces
 
     per_component = dict(ops) if isinstance(ops, dict) else {"all": list(ops)}
     default = per_component.pop("all", None)
-    kept = {c: list(per_component.get(c) or default or []) for c in ("backbone", "neck", "head")}
+    kept = {c: list(per_component.get(c) or default or []) for c in COMPONENTS}
     kept = {c: v for c, v in kept.items() if v}  # a component left out keeps all 32 ops
     return SubSpaces(kept=kept).save(path)
 

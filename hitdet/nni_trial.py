@@ -35,8 +35,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hitdet.architecture import Architecture, write_json_atomic
+from hitdet.architecture import Architecture
 from hitdet.errors import UserError
+from hitdet.io import write_json_atomic
 from hitdet.training.config import TrainConfig, load_config
 from search_spaces.quiet import ignore_nni_import_warnings, quiet_nni_import
 

@@ -191,8 +191,8 @@ def write_predictions(
     temporary name and renamed at the end, so a failure leaves nothing; an existing ``out`` is
     replaced (check it with ``check_output_dir`` first).
     """
-    from hitdet.architecture import write_json_atomic
     from hitdet.data.synth import staged_output_dir
+    from hitdet.io import write_json_atomic
 
     detections: list[dict[str, Any]] = []
     taken: set[str] = set()

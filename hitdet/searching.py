@@ -110,7 +110,7 @@ class SearchConfig:
             try:
                 normalize_ops(self.ops)  # the spaces' own check: known components, known and distinct ops
             except SpaceError as exc:  # "ops for COMPONENT: why" -> "ops.COMPONENT: why", naming the key path
-                found = re.match(r"ops(?: for (backbone|neck|head))?(?: for all components)?: (.*)", str(exc))
+                found = re.match(rf"ops(?: for ({'|'.join(COMPONENTS)}))?(?: for all components)?: (.*)", str(exc))
                 comp, why = found.groups() if found else (None, str(exc))
                 raise ValueError(f"ops{'.' + comp if comp else ''}: {why}") from None
         if self.input_size is not None and not (

@@ -14,7 +14,8 @@ from search_spaces.ops import Cost, conv_out_size, op_cost, op_output_size
 from search_spaces.positions import Position, backbone_positions, detector_positions
 from search_spaces.structure import DetectorStructure
 
-COMPONENTS = ("backbone", "neck", "rpn", "head")
+# The parts a detector's cost is reported in: the searched components (positions.COMPONENTS) and the RPN.
+COST_COMPONENTS = ("backbone", "neck", "rpn", "head")
 RPN_ANCHORS = 3  # one size x three ratios per level
 RETINA_ANCHORS = 9  # three scales x three ratios per level
 
@@ -46,7 +47,7 @@ def detector_cost(
     """
     height, width = input_size
     st = structure
-    cost = dict.fromkeys(COMPONENTS, Cost())
+    cost = dict.fromkeys(COST_COMPONENTS, Cost())
     cost["backbone"] = op_cost(st.stem.op, st.in_channels, st.stem.out_channels, st.stem.stride, height, width)
     bb, sizes = backbone_positions(st, input_size)
     pyramid = sizes + [(conv_out_size(h, 1, 2, padding=0), conv_out_size(w, 1, 2, padding=0)) for h, w in sizes[-1:]]
@@ -82,7 +83,7 @@ def detector_cost(
         per_roi = per_roi + _linear(st.fc_channels, 4 * num_classes)
         cost["head"] = cost["head"] + per_roi.scale_macs(num_rois)
     total = Cost()
-    for component in COMPONENTS:
+    for component in COST_COMPONENTS:
         total = total + cost[component]
     cost["total"] = total
     return cost

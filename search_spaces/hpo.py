@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from search_spaces.positions import OpsArg, detector_choices
+from search_spaces.positions import COMPONENTS, OpsArg, detector_choices
 from search_spaces.structure import DetectorStructure
 
 __all__ = ["hpo_search_space", "detector_hpo_search_space", "write_hpo_search_space", "sample_from_hpo"]
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out", help="the JSON file to write (searchSpaceFile of the nnictl config)")
     parser.add_argument("--half-depth", action="store_true", help="the 2+2+4+2 screening backbone")
     parser.add_argument("--ops", help="comma-separated ops for every component (default: all 32)")
-    for comp in ("backbone", "neck", "head"):
+    for comp in COMPONENTS:
         parser.add_argument(f"--{comp}-ops", help=f"comma-separated ops for the {comp} only")
     args = parser.parse_args(argv)
 
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return [op.strip() for op in text.split(",") if op.strip()] if text else None
 
     shared = split(args.ops)
-    ops = {c: split(getattr(args, f"{c}_ops")) or shared for c in ("backbone", "neck", "head")}
+    ops = {c: split(getattr(args, f"{c}_ops")) or shared for c in COMPONENTS}
     structure = DetectorStructure()
     structure = structure.half_depth() if args.half_depth else structure
     try:

@@ -20,7 +20,7 @@ from search_spaces.structure import (
     neck_out_label,
 )
 
-COMPONENTS: tuple[str, ...] = ("backbone", "neck", "head")
+COMPONENTS: tuple[str, ...] = ("backbone", "neck", "head")  # the searched components (costs add the "rpn")
 DEFAULT_INPUT_SIZE: tuple[int, int] = (800, 1216)  # 800x1200 padded to a multiple of 32
 DEFAULT_NUM_ROIS = 1000
 

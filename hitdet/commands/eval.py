@@ -40,11 +40,12 @@ def _run_eval_batch_size(run_dir: Path, default: int = 4) -> int:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from hitdet.architecture import load_architecture, write_json_atomic
+    from hitdet.architecture import load_architecture
     from hitdet.builder import build_detector
     from hitdet.data import ensure_synthetic, load_split
     from hitdet.errors import UserError
     from hitdet.evaluation import coco_evaluate, format_table, load_detections, predict
+    from hitdet.io import write_json_atomic
     from hitdet.runs import RunLock, check_out, prepare
     from hitdet.training.runner import architecture_categories, recorded_data
     from hitdet.training.weights import load_weights

@@ -8,7 +8,7 @@ import json
 from hitdet.arch_cost import architecture_cost
 from hitdet.architecture import load_architecture
 from hitdet.errors import UserError
-from search_spaces.costs import COMPONENTS
+from search_spaces.costs import COST_COMPONENTS
 
 LABELS = {"backbone": "backbone", "neck": "neck", "rpn": "RPN", "head": "RoI head", "total": "total"}
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--rois must be >= 0, got {args.rois}")
     arch = load_architecture(args.arch)
     cost, size, rois = architecture_cost(arch, args.input_size, args.rois)
-    keys = [*COMPONENTS, "total"]
+    keys = [*COST_COMPONENTS, "total"]
     if args.json:
         print(json.dumps({"params": {k: cost[k].params for k in keys}, "macs": {k: cost[k].macs for k in keys}}))
         return 0

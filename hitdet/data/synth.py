@@ -37,9 +37,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from hitdet.architecture import write_json_atomic
 from hitdet.errors import UserError
-from hitdet.io import check_creatable
+from hitdet.io import check_creatable, write_json_atomic
 
 # Category ids deliberately not contiguous (like COCO's 1..90 with gaps), so the id <-> label
 # mapping is exercised by every run. Each class has a base hue; colours are jittered around it.

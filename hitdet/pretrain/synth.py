@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from hitdet.architecture import write_json_atomic
 from hitdet.errors import UserError
-from hitdet.io import check_creatable
+from hitdet.io import check_creatable, write_json_atomic
 
 SHAPES = ("circle", "square", "triangle", "cross")
 FORMAT = "hitdet-synth-cls"

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from hitdet.errors import UserError
-from hitdet.io import default_mode as default_mode  # re-exported (its earlier home)
 from hitdet.io import save_torch_atomic
 
 WEIGHTS_FORMAT = "hitdet-weights"
