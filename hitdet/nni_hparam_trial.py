@@ -67,6 +67,7 @@ def strategy_overrides(parameters: dict[str, Any]) -> list[str]:
 
 def _sub_spaces_file(ops: list[str] | dict[str, list[str]], path: Path) -> Path:
     """A sub-spaces JSON (the screening format) holding the config's ``ops``, for ``--no-screen``."""
+    from hitdet.io import write_text_atomic
     from search_spaces.positions import COMPONENTS
     from strategies import SubSpaces
 
@@ -74,7 +75,7 @@ def _sub_spaces_file(ops: list[str] | dict[str, list[str]], path: Path) -> Path:
     default = per_component.pop("all", None)
     kept = {c: list(per_component.get(c) or default or []) for c in COMPONENTS}
     kept = {c: v for c, v in kept.items() if v}  # a component left out keeps all 32 ops
-    return SubSpaces(kept=kept).save(path)
+    return SubSpaces(kept=kept).save(path, write_text_atomic)
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:

@@ -140,8 +140,7 @@ class SearchConfig:
             "structure": self.structure,
             "train": self.train.to_dict(),
             # as set (None stays None: "the mode's default"), in YAML's types
-            "strategy": {f.name: list(v) if isinstance(v, tuple) else v for f in dataclasses.fields(self.strategy)
-                         if f.name not in hidden for v in [getattr(self.strategy, f.name)]},
+            "strategy": {k: v for k, v in self.strategy.to_dict(resolved=False).items() if k not in hidden},
             "ops": self.ops,
             "sub_spaces": self.sub_spaces,
             "input_size": self.input_size,

@@ -12,13 +12,17 @@ with quiet_nni_import():
     # nni.nas.strategy.DARTS and friends become placeholders that fail (a circular import inside NNI).
     import nni.nas.strategy  # noqa: F401
 
+from strategies.decision import DECISIONS, Decision, DecisionRule
 from strategies.export import SearchResult, export_result
 from strategies.mixed import DEFAULT_COMPONENT, HitDetMixedLayer, component_of
 from strategies.module import HitDetLightningModule
 from strategies.penalty import column_regulariser, column_scores, flops_penalty
+from strategies.screener import RANKING_RULES, ArchStep, RankingRule, Screener
 from strategies.screening import PAPER_NECK_SUB_SPACE, RemovalEvent, SubSpaces, kept_after_epoch, load_subspaces
 from strategies.settings import SearchSettings
 from strategies.strategy import HitDetStrategy, split_loader
+from strategies.supernet import Supernet
+from strategies.terms import ArchitectureTerm, ColumnRegulariser, FlopsPenalty, TargetPenalty, TermContext
 
 __all__ = [
     "HitDetStrategy",
@@ -38,4 +42,17 @@ __all__ = [
     "DEFAULT_COMPONENT",
     "HitDetMixedLayer",
     "HitDetLightningModule",
+    "Supernet",
+    "ArchitectureTerm",
+    "TermContext",
+    "FlopsPenalty",
+    "TargetPenalty",
+    "ColumnRegulariser",
+    "Screener",
+    "RankingRule",
+    "ArchStep",
+    "RANKING_RULES",
+    "DecisionRule",
+    "Decision",
+    "DECISIONS",
 ]

@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from strategies.mixed import HitDetMixedLayer
+from strategies.penalty import uniform_macs
 
 _logger = logging.getLogger(__name__)
 
@@ -173,3 +174,78 @@ def table_from_measurement(layers: dict[str, list[HitDetMixedLayer]], recorder: 
         return CostTable({}, "unavailable")
     _logger.info("measured the MACs of %d searched positions", len(out))
     return CostTable(out, "measured")
+
+
+class CostModel:
+    """The cost table of a search, its uniform-α reference and (until it is measured) the recorder.
+
+    ``reference`` is the expected MACs at uniform probabilities over the active candidates, the
+    FLOPs penalty's 100 %. Owns the checkpoint's ``costs`` entry (:meth:`state`, :meth:`load_state`).
+    """
+
+    def __init__(self) -> None:
+        self.table = CostTable()
+        self.reference = 0.0
+        self.recorder: InputRecorder | None = None
+        self._on: dict[tuple[Any, Any], dict[str, torch.Tensor]] = {}
+
+    @property
+    def macs(self) -> dict[str, torch.Tensor]:
+        return self.table.macs
+
+    @property
+    def source(self) -> str:
+        return self.table.source
+
+    @property
+    def available(self) -> bool:
+        return self.table.available
+
+    def setup(self, space: nn.Module, layers: dict[str, list[HitDetMixedLayer]], active: dict[str, Any]) -> None:
+        """The space's analytic table, or a recorder that measures the candidates on the first batch."""
+        table = table_from_space(space, layers)
+        if table is not None:
+            self.set_table(table, active)
+        else:
+            self.recorder = InputRecorder(m for g in layers.values() for m in g)
+
+    def set_table(self, table: CostTable, active: dict[str, Any]) -> None:
+        self.table, self._on = table, {}
+        if table.available:
+            self.reference = uniform_macs(table.macs, active)
+            if self.reference <= 0:
+                warnings.warn("every candidate costs 0 MACs: the FLOPs penalty is off", stacklevel=3)
+                self.table = CostTable({}, "unavailable")
+
+    def maybe_measure(self, layers: dict[str, list[HitDetMixedLayer]], active: dict[str, Any]) -> None:
+        """Measure the table once every layer's input has been recorded (after a forward pass)."""
+        if self.recorder is None:
+            return
+        if not self.recorder.complete([m for g in layers.values() for m in g]):
+            return
+        self.recorder.remove()
+        self.set_table(table_from_measurement(layers, self.recorder), active)
+        self.recorder = None
+
+    def on(self, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The MACs table on the alphas' device and dtype (copied once, not every step)."""
+        key = (device, dtype)
+        if key not in self._on:
+            self._on[key] = {k: v.to(device=device, dtype=dtype) for k, v in self.table.macs.items()}
+        return self._on[key]
+
+    def state(self) -> dict[str, Any]:
+        return {"source": self.source, "macs": {k: v.tolist() for k, v in self.macs.items()},
+                "reference": self.reference}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """A checkpoint's table replaces ours, unless it had none and ours is still to be measured."""
+        if state["source"] == "unavailable" and self.recorder is not None:
+            return
+        if self.recorder is not None:
+            self.recorder.remove()
+            self.recorder = None
+        macs = {k: torch.tensor(v, dtype=torch.float64) for k, v in state["macs"].items()}
+        self.table, self._on = CostTable(macs, state["source"]), {}
+        self.reference = float(state["reference"])
+

@@ -1,4 +1,11 @@
-"""Re-wrapping the supernet in DistributedDataParallel after screening removed ops.
+"""The search under DDP: every rank must hold the same architecture, and screening re-wraps the supernet.
+
+:func:`check_ranks_agree` stops the run if α or the removed ops differ between processes.
+They never should: DDP all-reduces the α gradients, so every rank takes the same Adam step
+and the same screening decisions. A difference means the runs would export different
+architectures; failing loudly beats picking rank 0's silently.
+
+:func:`rewrap_ddp`: re-wrapping the supernet in DistributedDataParallel after screening removed ops.
 
 DDP's reducer takes the module's parameters once, when it is built: its gradient buckets hold
 a copy-sized buffer for every parameter and its parameter list keeps every tensor alive. A
@@ -17,7 +24,52 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+import torch
 from torch.nn.parallel import DistributedDataParallel
+
+from strategies.supernet import Supernet
+
+
+def architecture_state(net: Supernet) -> torch.Tensor:
+    """α and the removed-op masks of every label, flattened in label order (float64)."""
+    parts = []
+    for g in net.layers.values():
+        alpha, active = g[0]._arch_alpha.detach().flatten(), g[0].active_mask
+        parts += [alpha.to("cpu", torch.float64), active.to("cpu", torch.float64)]
+    return torch.cat(parts)
+
+
+def check_ranks_agree(module: Any, net: Supernet) -> None:
+    """Raise ``RuntimeError`` naming the label if α or the removed ops differ between ranks (module docstring).
+
+    Args:
+        module: the LightningModule (its ``all_gather`` and trainer); nothing happens in one process.
+        net: its searched layers.
+    """
+    trainer = module._trainer
+    if trainer is None or trainer.world_size <= 1:
+        return
+    local = architecture_state(net)
+    gathered = module.all_gather(local.to(module.device)).to("cpu").reshape(trainer.world_size, -1)
+    where = rank_disagreement(gathered, net.names())
+    if where is not None:
+        raise RuntimeError(f"architecture state differs between DDP ranks after epoch {trainer.current_epoch}: {where}")
+
+
+def rank_disagreement(gathered: torch.Tensor, names: dict[str, list[Any]]) -> str | None:
+    """Where rows of ``gathered`` (one :func:`architecture_state` per rank) differ, or None.
+
+    ``names``: the candidate names of every label, in the order the state was flattened.
+    """
+    offset = 0
+    for label, ops in names.items():
+        for part, size in (("alpha", len(ops)), ("removed ops", len(ops))):
+            block = gathered[:, offset : offset + size]
+            for rank in range(1, gathered.shape[0]):
+                if not torch.equal(block[rank], block[0]):
+                    return f"{label} {part}: rank 0 has {block[0].tolist()}, rank {rank} has {block[rank].tolist()}"
+            offset += size
+    return None
 
 
 def rewrap_ddp(trainer: Any) -> bool:

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from strategies.budget import decode_within_budget
 from strategies.module import HitDetLightningModule
 from strategies.penalty import expected_macs
 from strategies.screening import SubSpaces
@@ -58,94 +57,73 @@ def decisiveness(alpha_probs: dict[str, dict[str, float]]) -> dict[str, Any]:
 
 
 def export_result(module: HitDetLightningModule) -> SearchResult:
-    """Argmax sample and metadata of a (finished or running) HitDet one-shot module."""
+    """The sample its decision rule picks and the metadata of a (finished or running) HitDet one-shot module.
+
+    Args:
+        module: the strategy's one-shot module (``strategy.oneshot_module``).
+
+    Returns:
+        The sample (label -> op), the JSON-ready metadata and (screen mode) the sub spaces.
+    """
     module.prepare()
-    sample = {str(k): v for k, v in module.export().items()}  # plain str keys (NNI's are a subclass)
-    settings = module.settings
-    budget: dict[str, Any] | None = None
+    net, costs = module.supernet, module.costs
+    decision = module.decision.decide(module)
+    sample = decision.sample
     with torch.no_grad():
-        probs = module.probs()
-        if settings.target_macs is not None and module.costs.available:
-            found = decode_within_budget(
-                probs, module.costs.macs, module.active(), settings.target_macs, settings.target_tolerance
-            )
-            names = {label: g[0].names for label, g in module.layers.items()}
-            sample = {label: names[label][i] for label, i in found.choice.items()}
-            budget = {
-                "target": settings.target_macs,
-                "tolerance": settings.target_tolerance,
-                "argmax_macs": found.argmax_macs,
-                "decoded_macs": found.macs,
-                "within_tolerance": found.within(settings.target_macs, settings.target_tolerance),
-                "switches": [
-                    {**sw, "from": str(names[str(sw["label"])][int(sw["from"])]),
-                     "to": str(names[str(sw["label"])][int(sw["to"])])}
-                    for sw in found.switches
-                ],
-            }
+        probs = net.probs()
         onehot = {}
-        for label, group in module.layers.items():
+        for label, group in net.layers.items():
             p = torch.zeros_like(probs[label])
             p[group[0].names.index(sample[label])] = 1.0
             onehot[label] = p
         unit = {"space": "per image (the space's analytic table)", "measured": "per batch (first training batch)"}
         macs: dict[str, Any] = {
-            "source": module.costs.source,
-            "unit": unit.get(module.costs.source),
+            "source": costs.source,
+            "unit": unit.get(costs.source),
             "searched_positions_only": True,
         }
-        if module.costs.available:
+        if costs.available:
             macs.update(
-                expected=float(expected_macs(probs, module.costs.macs)),
-                exact=float(expected_macs(onehot, module.costs.macs)),
-                uniform_reference=module.reference_macs,
+                expected=float(expected_macs(probs, costs.macs)),
+                exact=float(expected_macs(onehot, costs.macs)),
+                uniform_reference=costs.reference,
                 per_component={
                     c: {
-                        "expected": float(
-                            expected_macs(_only(probs, comp.labels), _only(module.costs.macs, comp.labels))
-                        ),
-                        "exact": float(
-                            expected_macs(_only(onehot, comp.labels), _only(module.costs.macs, comp.labels))
-                        ),
+                        "expected": float(expected_macs(_only(probs, comp.labels), _only(costs.macs, comp.labels))),
+                        "exact": float(expected_macs(_only(onehot, comp.labels), _only(costs.macs, comp.labels))),
                     }
-                    for c, comp in module.components.items()
+                    for c, comp in net.components.items()
                 },
             )
         params = {
-            "expected": float(expected_macs(probs, module.params_table)),
-            "exact": float(expected_macs(onehot, module.params_table)),
-            "fixed_params": module.fixed_params,
+            "expected": float(expected_macs(probs, net.params_table)),
+            "exact": float(expected_macs(onehot, net.params_table)),
+            "fixed_params": net.fixed_params,
             "searched_positions_only": True,
         }
     alpha_probs = {}
-    for label, g in module.layers.items():
+    for label, g in net.layers.items():
         mask = g[0].active_mask.tolist()
         alpha_probs[label] = {
             str(n): float(p) for n, p, a in zip(g[0].names, probs[label].tolist(), mask, strict=True) if a
         }
-    searched = {
-        c: [
-            col
-            for col in comp.columns
-            if any(str(n) == col for label in comp.labels for n in module.layers[label][0].active_names())
-        ]
-        for c, comp in module.components.items()
-    }
+    screener = module.screener
     metadata = {
         "strategy": "hitdet",
         "mode": module.settings.mode,
         "decisiveness": decisiveness(alpha_probs),
         "architecture_steps": {"planned": module.arch_steps_planned, "arc_learning_rate": module.arc_lr_used},
-        "budget_decode": budget,
+        "budget_decode": decision.budget_decode,
         "sample": {label: _jsonable(v) for label, v in sample.items()},
         "alpha_probabilities": alpha_probs,
-        "sub_spaces": searched,
-        "initial_sub_spaces": module.initial_columns,
+        "sub_spaces": net.searched_columns(),
+        "initial_sub_spaces": net.initial_columns,
         "macs": macs,
         "params": params,
         "settings": module.settings.to_dict(),
-        "screening_events": [{"component": e.component, **e.to_dict()} for e in module.events],
-        "score_history": module.history,
+        "screening_events": [{"component": e.component, **e.to_dict()} for e in screener.events],
+        "score_history": screener.history,
+        **decision.metadata,
     }
     subs = module.sub_spaces() if module.settings.screening else None
     return SearchResult(sample, metadata, subs)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from strategies.heatmap import HeatmapPanel, epochs_removed, figure_rgb, heatmap_figure
-from strategies.penalty import Component
+from strategies.penalty import Component, entropy, expected_macs
 
 
 def _writer(logger: Any) -> Any:
@@ -62,3 +62,32 @@ def log_event(logger: Any, event: Any, index: int) -> None:
         f"(score {event.score:.4g})",
         global_step=index,
     )
+
+
+def summary_scalars(net: Any, costs: Any) -> dict[str, float]:
+    """Expected MACs (``search/macs_expected``, ``search/macs_ratio``) and per component the alpha entropy
+    (``entropy/<component>``) and ops still searched (``num_ops/<component>``), for the logger."""
+    with torch.no_grad():
+        probs = net.probs()
+        out: dict[str, float] = {}
+        if costs.available:
+            exp = float(expected_macs(probs, costs.macs))
+            out["search/macs_expected"] = exp
+            out["search/macs_ratio"] = exp / costs.reference
+        for c, comp in net.components.items():
+            ent = [float(entropy(probs[label])) for label in comp.labels]
+            out[f"entropy/{c}"] = sum(ent) / len(ent)
+        out.update(net.num_ops())
+    return out
+
+
+def log_step(module: Any, values: dict[str, Any], net: Any, costs: Any) -> None:
+    """Log a training step's losses and :func:`summary_scalars` (host floats: the one device sync),
+    and the weight loss and MACs ratio on the progress bar."""
+    values = {k: float(v) for k, v in values.items()}
+    values.update(summary_scalars(net, costs))
+    module.log_dict(values, on_step=True, on_epoch=False, batch_size=1)
+    bar = {"loss": values["search/loss_weight"]}
+    if "search/macs_ratio" in values:
+        bar["macs"] = values["search/macs_ratio"]
+    module.log_dict(bar, on_step=True, on_epoch=False, batch_size=1, prog_bar=True, logger=False)

@@ -113,6 +113,17 @@ class HitDetMixedLayer(DifferentiableMixedLayer):
         self.refresh()
         return params
 
+    def set_masked(self, index: int, masked: bool) -> None:
+        """Mask candidate ``index`` out of the forward pass and the softmax, or back in; its module stays.
+
+        A temporary removal (:meth:`strategies.supernet.Supernet.without`); :meth:`drop` is the lasting one.
+        """
+        if not masked and str(self.names[index]) not in self._modules:
+            raise ValueError(f"op {self.names[index]!r} of {self.label!r} was removed; it cannot be unmasked")
+        self._active[index] = not masked
+        self._all_active = bool(self._active.all())
+        self._active_idx = [i for i, a in enumerate(self._active.tolist()) if a]
+
     def candidate_modules(self) -> Iterator[tuple[Any, nn.Module]]:
         """``(name, module)`` of the active candidates."""
         for n, a in zip(self.names, self._active.tolist(), strict=True):

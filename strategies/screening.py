@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,20 +81,25 @@ class SubSpaces:
             "settings": self.settings,
         }
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the JSON (through a temporary file, so a crash never leaves half a file)."""
-        # strategies/ may not import hitdet (hitdet.io has the shared helper): the same steps, inline.
+    def to_json(self) -> str:
+        """The JSON text of :meth:`to_dict` (indented, one trailing newline), as ``save`` writes it."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def save(self, path: str | os.PathLike[str], write: Callable[[Path, str], Any] | None = None) -> Path:
+        """Write the JSON to ``path`` (public; :func:`load_subspaces` reads it back).
+
+        Args:
+            path: the file; missing parent folders are made.
+            write: ``write(path, text)``; default a plain write. hitdet's commands pass
+                ``hitdet.io.write_text_atomic`` (a temporary file renamed over ``path``, so that a
+                crash never leaves half a file); strategies/ may not import hitdet.
+
+        Returns:
+            ``path``.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "w") as f:
-                f.write(json.dumps(self.to_dict(), indent=2) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        (write or Path.write_text)(path, self.to_json())
         return path
 
     @classmethod

@@ -8,6 +8,7 @@ gives the measurements behind each.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,7 +17,8 @@ MODES = ("search", "screen")
 MIXED_OPS = ("full", "recompute", "sample")  # strategies.mixed: how a layer combines its candidates
 DATA_SPLITS = ("half", "train_val")
 REGULARISERS = ("min", "softmin", "group")
-SCORINGS = ("epoch_mean", "snapshot")
+# ``scoring`` and ``decision`` name rules of the registries strategies.screener.RANKING_RULES and
+# strategies.decision.DECISIONS (checked against them, so that a registered rule is a valid setting).
 # What a component runs while another one is screened (screen_components): the paper's baselines.
 FIXED_OPS: dict[str, str] = {"backbone": "ir_k3_e3", "neck": "conv_k3", "head": "conv_k3"}
 
@@ -55,7 +57,14 @@ class SearchSettings:
     The regulariser starts ``reg_burn_in`` architecture epochs after ``arch_start_epoch``, so
     that the detection loss, not initialisation noise, sets the first differences; screening
     ranks ops on their scores averaged over every architecture step of the epoch
-    (``scoring="epoch_mean"``) rather than on the end-of-epoch snapshot.
+    (``scoring="epoch_mean"``) rather than on the end-of-epoch snapshot. ``scoring`` names a
+    ranking rule of :data:`strategies.screener.RANKING_RULES` (a registry: a new rule is one
+    class and one registration).
+
+    ``decision`` names the rule that picks one op per position at export, from
+    :data:`strategies.decision.DECISIONS`: ``"argmax"`` (the paper's highest score per layer) or
+    ``"budget"`` (argmax, then the fewest switches into the MACs budget; needs ``target_macs``).
+    None means ``"budget"`` when ``target_macs`` is set, else ``"argmax"`` (:attr:`decision_rule`).
 
     ``screen_components`` screens some components only (the paper screened one at a time, for
     memory); the others then run one fixed op each (``fixed_ops``, default :data:`FIXED_OPS`:
@@ -100,13 +109,21 @@ class SearchSettings:
     sub_spaces: dict[str, list[str]] | None = field(default=None)
     mixed_op: str = "full"
     sample_k: int = 2
+    decision: str | None = None
 
     def __post_init__(self) -> None:
         """Check every range here, once: errors read ``field: why, got value`` (the config names the source)."""
-        for name, allowed in (("mode", MODES), ("regulariser", REGULARISERS), ("scoring", SCORINGS),
-                              ("data_split", DATA_SPLITS), ("mixed_op", MIXED_OPS)):
+        from strategies.decision import DECISIONS as decisions  # registries: rules register themselves there
+        from strategies.screener import RANKING_RULES
+
+        for name, allowed in (("mode", MODES), ("regulariser", REGULARISERS), ("scoring", tuple(RANKING_RULES)),
+                              ("data_split", DATA_SPLITS), ("mixed_op", MIXED_OPS),
+                              ("decision", (None, *decisions))):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}: must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                shown = ", ".join(str(a) for a in allowed if a is not None)
+                raise ValueError(f"{name}: must be one of {shown}, got {getattr(self, name)!r}")
+        if self.decision == "budget" and self.target_macs is None:
+            raise ValueError("decision: 'budget' decodes within target_macs, which is not set")
         for name in ("num_ops", "sample_k"):
             _check(self, name, "must be an integer >= 1", lambda v: _is_int(v) and v >= 1)
         _check(self, "arch_start_epoch", "must be an integer >= 0", lambda v: _is_int(v) and v >= 0)
@@ -151,13 +168,52 @@ class SearchSettings:
         return (self.fixed_ops or {}).get(component, FIXED_OPS.get(component))
 
     @property
+    def decision_rule(self) -> str:
+        """The export's decision rule actually used: None means ``"budget"`` with a ``target_macs``, else argmax."""
+        if self.decision is not None:
+            return self.decision
+        return "budget" if self.target_macs is not None else "argmax"
+
+    def arch_lr(self, planned_steps: int | None) -> float:
+        """The α learning rate used: ``arch_travel / planned_steps`` when both are known, else ``arc_learning_rate``."""
+        if self.arch_travel is not None and planned_steps:
+            return self.arch_travel / planned_steps
+        return self.arc_learning_rate
+
+    def check_epochs(self, max_epochs: int | None) -> None:
+        """Warn when training stops before ``arch_start_epoch``: the alphas would never move."""
+        if max_epochs is not None and 0 < max_epochs <= self.arch_start_epoch:
+            warnings.warn(
+                f"architecture updates start at epoch {self.arch_start_epoch} (0-based) but training "
+                f"stops after {max_epochs} epoch(s): the alphas will not be trained (set arch_start_epoch)",
+                stacklevel=3,
+            )
+
+    @property
     def screening(self) -> bool:
         return self.mode == "screen"
 
-    def to_dict(self) -> dict[str, Any]:
+    def screened(self, components: Sequence[str]) -> list[str]:
+        """The components screening acts on, of the space's ``components`` (none when searching)."""
+        if not self.screening:
+            return []
+        return list(components) if self.screen_components is None else list(self.screen_components)
+
+    def to_dict(self, resolved: bool = True) -> dict[str, Any]:
+        """The settings as plain JSON/YAML values.
+
+        Args:
+            resolved: True (default): *as used*, the mode's defaults filled in (``penalty_lambda``,
+                ``skip_drop_prob``, ``decision``), as the exported metadata records them. False:
+                *as set*, None staying None ("the mode's default"), as a config file or a copy of
+                these settings for another mode needs them.
+
+        Returns:
+            One entry per field; tuples as lists.
+        """
         d = asdict(self)
-        d["penalty_lambda"] = self.lam
-        d["skip_drop_prob"] = self.skip_drop
+        if resolved:
+            d.update(penalty_lambda=self.lam, skip_drop_prob=self.skip_drop, decision=self.decision_rule)
         d["arc_betas"] = list(self.arc_betas)
         d["screen_components"] = list(self.screen_components) if self.screen_components is not None else None
         return d

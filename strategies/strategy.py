@@ -33,6 +33,7 @@ from strategies.mixed import HitDetMixedLayer, component_of
 from strategies.module import HitDetLightningModule
 from strategies.screening import SubSpaces, load_subspaces
 from strategies.settings import SearchSettings
+from strategies.terms import ArchitectureTerm, terms_from_settings
 
 
 class HitDetStrategy(DARTS):
@@ -68,6 +69,12 @@ class HitDetStrategy(DARTS):
         ``"recompute"`` (the same sum and gradients, one candidate's activations alive at a
         time, each candidate run twice) or ``"sample"`` (``sample_k`` candidates drawn per step;
         :mod:`strategies.sampling` documents the estimator and its bias).
+    scoring, decision
+        The screening's ranking rule (:data:`strategies.screener.RANKING_RULES`) and the export's
+        decision rule (:data:`strategies.decision.DECISIONS`), by registered name.
+    extra_terms
+        Architecture loss terms added after the strategy's own (:mod:`strategies.terms`: objects
+        with a ``name`` and ``term(probs, context) -> tensor or None``), logged as ``search/<name>``.
 
     Other keyword arguments go to NNI's ``DARTS``.
     """
@@ -78,6 +85,7 @@ class HitDetStrategy(DARTS):
         *,
         settings: SearchSettings | None = None,
         sub_spaces: Mapping[str, Sequence[str]] | SubSpaces | str | os.PathLike[str] | None = None,
+        extra_terms: Sequence[ArchitectureTerm] = (),
         **overrides: Any,
     ) -> None:
         if overrides.get("penalty") is not None:
@@ -87,16 +95,13 @@ class HitDetStrategy(DARTS):
         values = {k: overrides.pop(k) for k in list(overrides) if k in fields}
         if mode is not None:
             values["mode"] = mode
-        base: dict[str, Any] = {}
-        if settings is not None:
-            base = settings.to_dict()
-            base["penalty_lambda"] = settings.penalty_lambda  # None stays "the mode's default"
-            base["skip_drop_prob"] = settings.skip_drop_prob
+        base = settings.to_dict(resolved=False) if settings is not None else {}  # None stays "the mode's default"
         base.pop("sub_spaces", None)
         subs = settings.sub_spaces if settings is not None else None
         if sub_spaces is not None:
             subs = _normalise_subspaces(sub_spaces)
         self.settings = SearchSettings(**{**base, **values, "sub_spaces": subs})
+        self.extra_terms = list(extra_terms)
         s = self.settings
         super().__init__(
             arc_learning_rate=s.arc_learning_rate,
@@ -111,10 +116,7 @@ class HitDetStrategy(DARTS):
 
         Unknown keys raise ``TypeError`` naming them, so that a typo in a config is not ignored.
         """
-        data = settings.to_dict() if isinstance(settings, SearchSettings) else dict(settings)
-        if isinstance(settings, SearchSettings):
-            data["penalty_lambda"] = settings.penalty_lambda
-            data["skip_drop_prob"] = settings.skip_drop_prob
+        data = settings.to_dict(resolved=False) if isinstance(settings, SearchSettings) else dict(settings)
         data.update(overrides)
         known = set(SearchSettings.__dataclass_fields__)
         unknown = sorted(set(data) - known)
@@ -140,9 +142,6 @@ class HitDetStrategy(DARTS):
     def mutate_model(self, model: Any) -> Any:
         """Build the supernet in place, then remove the ops outside ``sub_spaces``."""
         model = super().mutate_model(model)
-        for m in model.modules():
-            if isinstance(m, HitDetMixedLayer):
-                m.set_mixed_op(self.settings.mixed_op, self.settings.sample_k)
         for m in model.modules():
             if isinstance(m, HitDetMixedLayer):
                 m.set_mixed_op(self.settings.mixed_op, self.settings.sample_k)
@@ -184,7 +183,8 @@ class HitDetStrategy(DARTS):
                     m.drop(n)
 
     def configure_oneshot_module(self, training_module: Any) -> HitDetLightningModule:
-        return HitDetLightningModule(training_module, self.settings)
+        terms = [*terms_from_settings(self.settings), *self.extra_terms]
+        return HitDetLightningModule(training_module, self.settings, terms=terms)
 
     # -- data ---------------------------------------------------------------------------------
 

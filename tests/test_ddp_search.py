@@ -21,7 +21,7 @@ import torch
 
 from hitdet.data import SynthSpec, write_synthetic
 from strategies import SubSpaces
-from strategies.module import rank_disagreement
+from strategies.distributed import rank_disagreement
 
 PROBE = Path(__file__).resolve().parent / "ddp_search_probe.py"
 COMMON = ["--set=train.epochs=3", "--set=train.width=0.0625", "--set=train.batch_size=2", "--set=steps_per_epoch=2",

@@ -514,7 +514,7 @@ def test_guards_non_affine_bn_and_skip_drop_path() -> None:
         comp, pos = label.split("/")
         cin, cout, stride = next((ci, co, s) for c, n, ci, co, s in POSITIONS if f"{c}/{n}" == label)
         for i, op in enumerate(group[0].names):
-            assert module.params_table[label][i] == op_cost(op, cin, cout, stride, 8, 8).params, (label, op)
+            assert module.supernet.params_table[label][i] == op_cost(op, cin, cout, stride, 8, 8).params, (label, op)
     skip = module.layers["backbone/b0"][0]["skip"]
     assert isinstance(skip, SkipDropPath)
     x = torch.ones(200, 8, 4, 4)
