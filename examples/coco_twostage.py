@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -221,11 +220,6 @@ def prepare_data(splits: dict[str, tuple[list[Path], list[Path]]] | None, out: P
 # -- pipeline -------------------------------------------------------------------------------------
 
 
-def is_launched_child() -> bool:
-    """True in the extra processes Lightning's DDP launcher starts (they re-run this script)."""
-    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
-
-
 def _wait_for(path: Path, timeout_s: float = 600.0) -> None:
     """DDP children: rank 0 writes a stage's result just after the ranks leave ``fit``."""
     deadline = time.monotonic() + timeout_s
@@ -246,14 +240,14 @@ def _stage(name: str, timings: dict[str, float], fn: Callable[[], Any]) -> Any:
 
 def run_pipeline(args: argparse.Namespace, detector: str = "faster_rcnn") -> dict[str, Any]:
     """Screen, search, retrain and evaluate ``detector`` into ``args.out``; returns the summary."""
-    from hitdet.runs import RunLock, check_out, prepare
+    from hitdet.runs import Run
     from hitdet.searching import load_search_config
     from hitdet.training.config import load_config
 
     out: Path = args.out
-    child = is_launched_child()
     splits = data_splits(args)
-    check_out(out, resume=False, force=args.force, resumable=False)
+    run = Run(out, force=args.force)  # --out checked now; locked, and replaced with --force, once the configs are
+    child = run.child  # DDP's extra ranks re-run this script: rank 0 writes every result
     recipe_search, recipe_train = ("synth-cpu", "synth-cpu") if args.smoke else ("paper", "paper")
     screen_set = SMOKE_SCREEN if args.smoke else PAPER_SCREEN
     search_set = SMOKE_SEARCH if args.smoke else PAPER_SEARCH
@@ -272,8 +266,7 @@ def run_pipeline(args: argparse.Namespace, detector: str = "faster_rcnn") -> dic
     search_cfg = load_search_config("search", recipe_search,
                                     [*det, *search_set, f"sub_spaces={sub_spaces}", *args.search_set])
     train_cfg = load_config(recipe_train, [*train_set, *args.train_set])
-    with RunLock(out):  # rank 0's; the other DDP ranks take none
-        prepare(out, resume=False, force=args.force)
+    with run:  # rank 0's lock; the other DDP ranks take none
         return _run_stages(args, out, child, splits, screen_cfg, search_cfg, train_cfg, run_opts)
 
 
@@ -282,14 +275,14 @@ def _run_stages(args: argparse.Namespace, out: Path, child: bool, splits: Any, s
     """The stages of :func:`run_pipeline`, into ``out`` (locked and emptied by the caller)."""
     import torch
 
-    from hitdet.architecture import load_architecture
+    from hitdet.architecture import architecture_categories, load_architecture
     from hitdet.builder import build_detector
     from hitdet.data import load_split
     from hitdet.evaluation import coco_evaluate, format_table, predict
     from hitdet.io import write_json_atomic
     from hitdet.searching import run_search
-    from hitdet.training.runner import architecture_categories, train
-    from hitdet.training.weights import load_weights
+    from hitdet.training.runner import train
+    from hitdet.weights.detector import load_weights
     from strategies import load_subspaces
 
     timings: dict[str, float] = {}

@@ -98,6 +98,18 @@ class Architecture:
         return write_json_atomic(path, self.to_dict())
 
 
+def architecture_categories(arch: Architecture) -> list[int] | None:
+    """The category ids (in label order) a trained architecture was trained with, if its metadata records them.
+
+    ``hitdet train`` records them (``metadata.categories``), so that evaluation and a resumed run map
+    labels 1..K back to the same ids whatever dataset they read.
+    """
+    cats = arch.metadata.get("categories")
+    if isinstance(cats, list) and all(isinstance(c, dict) and isinstance(c.get("id"), int) for c in cats):
+        return [c["id"] for c in cats]
+    return None
+
+
 def _stage_labels(st: DetectorStructure) -> list[list[str]]:
     labels = iter(st.backbone_labels())
     return [[next(labels) for _ in stage] for stage in st.stages]

@@ -62,28 +62,34 @@ def _stage(name: str, timings: dict[str, float], fn: Callable[[], Any]) -> Any:
 
 def run_demo(out: str | Path, force: bool = False, settings: DemoSettings | None = None,
              progress: bool = True) -> dict[str, Any]:
-    """Run every stage into ``out``; returns (and writes to ``out/summary.json``) the summary."""
-    from hitdet.runs import RunLock, check_out, prepare
+    """Run every stage into ``out`` (``hitdet demo``), each into a run folder of its own under it.
 
-    s = settings or DemoSettings()
-    out = Path(out)
-    check_out(out, resume=False, force=force, resumable=False)
-    with RunLock(out):
-        prepare(out, resume=False, force=force)
-        return _run_stages(out, s, progress)
+    Args:
+        out: the demo's folder (:class:`hitdet.runs.Run`: checked, locked, replaced with ``force``).
+        force: replace a non-empty ``out``.
+        settings: the stages' sizes (default :class:`DemoSettings`).
+        progress: show Lightning's progress bars.
+
+    Returns:
+        The summary also written to ``out/summary.json``: sub spaces, architecture, parameters, MACs, AP, times.
+    """
+    from hitdet.runs import Run
+
+    with Run(out, force=force) as run:
+        return _run_stages(run.out, settings or DemoSettings(), progress)
 
 
 def _run_stages(out: Path, s: DemoSettings, progress: bool) -> dict[str, Any]:
     """The demo's stages, each into its own sub-folder of ``out`` (which the caller locked and emptied)."""
     from hitdet.arch_cost import architecture_cost
-    from hitdet.architecture import load_architecture
+    from hitdet.architecture import architecture_categories, load_architecture
     from hitdet.builder import build_detector
     from hitdet.data import SynthSpec, load_split, write_synthetic
     from hitdet.evaluation import coco_evaluate, predict
     from hitdet.searching import load_search_config, run_search
     from hitdet.training.config import load_config
-    from hitdet.training.runner import architecture_categories, train
-    from hitdet.training.weights import load_weights
+    from hitdet.training.runner import train
+    from hitdet.weights.detector import load_weights
 
     timings: dict[str, float] = {}
     data = out / "data"

@@ -130,7 +130,11 @@ def write_yaml_atomic(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` as YAML (keys in the given order) to ``path`` atomically."""
     import yaml
 
-    return write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+    class NoAliases(yaml.SafeDumper):  # a value written twice is written out twice: config readers refuse aliases
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return write_text_atomic(path, yaml.dump(data, Dumper=NoAliases, sort_keys=False))
 
 
 def save_torch_atomic(path: str | os.PathLike[str], obj: Any) -> Path:

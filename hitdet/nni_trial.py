@@ -146,16 +146,16 @@ def train_and_report(
         from pytorch_lightning.callbacks import Callback
 
         from hitdet.builder import build_detector
-        from hitdet.data import ensure_synthetic
+        from hitdet.data import dataset_folder, load_datasets, make_eval_loader, make_train_loader
         from hitdet.runs import build_trainer, check_devices, fitting
         from hitdet.training.module import DetectionModule
-        from hitdet.training.runner import load_datasets, make_eval_loader, make_train_loader, prepare_architecture
+        from hitdet.training.runner import prepare_architecture
 
     out = Path(out)
     check_devices(accelerator, 1, "auto")
-    data_dir = Path(data_dir) if data_dir is not None else ensure_synthetic()
+    data_dir = dataset_folder(data_dir)
     cfg = dataclasses.replace(cfg, half_depth=False)  # the architecture already has the configured depth
-    train_ds, val_ds = load_datasets(data_dir, cfg)
+    train_ds, val_ds = load_datasets(data_dir, cfg.hflip_prob)
     trained = prepare_architecture(arch, train_ds.categories(), cfg)
     pl.seed_everything(cfg.seed, verbose=False)
     module = DetectionModule(build_detector(trained), cfg)

@@ -1,22 +1,26 @@
-"""One run-folder lifecycle for every training-like command (train, screen, search, pretrain).
+"""One run-folder lifecycle for every command that writes a run: :class:`Run`.
 
-Why one module: each command used to set up its own run folder, Trainer, logger, DDP-child check and
-error handling, and each kept only some of the promises. Here they hold once for all:
+A run folder (``--out``) is validated, locked, cleared or resumed, and recorded the same way whichever
+command writes it (train, screen/search, pretrain, demo, eval, predict, data synth, the COCO example);
+a command supplies only what is its own (its config, what it builds and fits or evaluates, its
+results), as Lightning's Trainer leaves the model and the data to the user. The promises, once for all:
 
-1. :func:`check_out` and :func:`check_devices` validate ``--out`` (not a symlink, writable, empty
-   unless ``--force``/``--resume``) and Lightning's accelerator/strategy/devices before anything is
-   written; the commands validate their config and data, build their model, and only then
-2. :class:`RunLock` takes ``--out`` (a second run into it exits 2 naming the PID and host holding
-   it; the lock of a dead process is taken over) and :meth:`RunLock.prepare` clears an old run for
-   ``--force`` -- so a failed start leaves an old run exactly as it was;
-3. :func:`build_trainer` builds the Trainer with the TensorBoard logger, atomic checkpoints
-   (:func:`hitdet.io.atomic_checkpoint_io`) and Lightning's start-up banners silenced;
-4. :func:`fitting` turns SIGINT/SIGTERM into exit 130/143 and a NaN loss into exit 3, each with one
-   line naming the last good checkpoint (and records a divergence in run.json for ``--resume``);
-5. :func:`check_resume_config` refuses a ``--resume`` whose config differs from the run's, except
-   the keys a command allows to change (``epochs``) and an ``lr`` recovery after a divergence.
+1. creating a :class:`Run` validates and writes nothing: ``--out`` (:func:`check_out`: not a symlink,
+   writable, empty unless ``--force``/``--resume``), Lightning's accelerator/strategy/devices
+   (:func:`check_devices`), and for ``--resume`` the checkpoint and the config against the run's
+   ``config.yaml`` (:func:`check_resume_config`); the command then validates its own inputs and builds;
+2. entering it (``with run:``) takes ``--out`` (:class:`RunLock`: a second run into it exits 2 naming the
+   PID and host holding it) and only then clears an old run for ``--force`` (:func:`prepare`), so a
+   failed start leaves an old run exactly as it was; it writes ``config.yaml`` and ``run.json``
+   (resumed, and the *recoveries*: a key changed on ``--resume`` after a divergence);
+3. :meth:`Run.trainer` builds the Trainer with the TensorBoard logger, atomic checkpoints
+   (:func:`hitdet.io.atomic_checkpoint_io`) and Lightning's banners silenced, and :meth:`Run.checkpoints`
+   the checkpoint callback that follows a moved run;
+4. :meth:`Run.fitting` turns SIGINT/SIGTERM into exit 130/143 and a NaN loss into exit 3, each with one
+   line naming the last good checkpoint (and records a divergence in run.json for ``--resume``).
 
 Only rank 0 writes: DDP's extra processes (:func:`is_launched_child`) skip every write here.
+docs/runs.md is the user's side of this contract.
 """
 
 from __future__ import annotations
@@ -37,11 +41,12 @@ from typing import Any
 
 from hitdet import io as hio
 from hitdet.errors import NonFiniteLossError, UserError
-from hitdet.io import read_json_or_none, write_json_atomic
+from hitdet.io import read_json_or_none, write_json_atomic, write_yaml_atomic
 from search_spaces.quiet import NNI_IMPORT_WARNINGS
 
 LOCK_SUFFIX = ".lock"
 RUN_FILE = "run.json"
+CONFIG_FILE = "config.yaml"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 # Lightning's start-up chatter and warnings that say nothing a hitdet user can act on.
@@ -255,6 +260,34 @@ def prepare(out: Path, *, resume: bool, force: bool, own: Iterable[str] | None =
         raise UserError(f"{out}: cannot create the run folder: {exc.strerror or exc}") from None
 
 
+def read_config(out: Path) -> dict[str, Any] | None:
+    """A run's config.yaml through the bounded YAML reader (:func:`hitdet.config.read_yaml`); None when the
+    folder has none, or none that reads as a mapping (a run from before config.yaml)."""
+    from hitdet.config import read_yaml
+
+    try:
+        data = read_yaml(out / CONFIG_FILE)
+    except UserError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def config_file(out: str | os.PathLike[str], config: Any, resume: bool) -> Any:
+    """The ``--config`` a command loads: the one given, else on ``--resume`` the run's own config.yaml.
+
+    A resumed run keeps the settings it started with; flags and ``--set`` still apply on top (and
+    :func:`check_resume_config` refuses those that may not change).
+    """
+    path = Path(out) / CONFIG_FILE
+    return path if config is None and resume and path.is_file() else config
+
+
+def recorded_data(out: Path) -> Path | None:
+    """The dataset folder a run was started on (run.json's ``data``), so ``--resume`` needs no ``--data``."""
+    data = read_run(out).get("data")
+    return Path(data) if isinstance(data, str) else None
+
+
 def read_run(out: Path) -> dict[str, Any]:
     """The run's run.json (empty when missing or unreadable)."""
     data = read_json_or_none(out / RUN_FILE)
@@ -302,13 +335,10 @@ def check_resume_config(
     """
     import yaml
 
-    path = out / "config.yaml"
-    try:
-        saved = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+    path = out / CONFIG_FILE
+    saved = read_config(out)
+    if saved is None:
         return []  # a run from before config.yaml: nothing to compare
-    if not isinstance(saved, dict):
-        return []
     given = yaml.safe_load(yaml.safe_dump(given))  # the same types as the saved file
     allowed = set(may_change)
     diverged = "diverged" in read_run(out)
@@ -445,3 +475,143 @@ def fitting(out: Path) -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+# ---------------------------------------------------------------- the lifecycle object
+
+
+class Run:
+    """The lifecycle of one run folder, as a context manager; every command that writes a run goes through one.
+
+    ``Run(...)`` validates and writes nothing; ``with run:`` locks ``out``, clears an old run for
+    ``--force`` and records the start; leaving the block releases the lock. Inside, the command uses
+    :meth:`record`, :meth:`say`, :meth:`checkpoints`, :meth:`trainer` and :meth:`fitting`::
+
+        run = Run(out, resume=resume, force=force, config=cfg.to_dict(), may_change=("epochs",),
+                  accelerator="cpu")                      # checks --out, the devices, a --resume
+        ...                                                # the command validates its data, builds its model
+        with run:                                          # lock, --force clears, config.yaml + run.json
+            run.record(data=str(data_dir))
+            trainer = run.trainer(callbacks=[run.checkpoints(save_last=True)], max_epochs=cfg.epochs)
+            with run.fitting():                            # signals, NaN loss, full disk: one line each
+                trainer.fit(module, ...)
+
+    Args:
+        out: the run folder (``--out``).
+        resume: continue the run in ``out`` from ``checkpoints/last.ckpt`` (``--resume``).
+        force: replace the run in a non-empty ``out`` (``--force``), once everything validated.
+        config: the resolved config of a resumable run (train, screen/search, pretrain): written to
+            ``config.yaml``, and on ``--resume`` compared with it. None for commands that write results
+            but never resume (eval, predict, demo, data synth): no config.yaml, no run.json.
+        may_change: config keys a ``--resume`` may change (``epochs``, to extend a run).
+        recovery: config keys a ``--resume`` may change only after the run diverged (``lr``); each such
+            change is recorded in run.json's ``recoveries``.
+        own: the names the command writes into ``out``: ``--force`` clears only those (pretrain); default
+            the whole folder.
+        staged: the command writes its folder under a temporary name and renames it over ``out`` at the
+            end (predict, data synth): ``--force`` clears nothing first, an old ``out`` stays until then.
+        accelerator, devices, strategy, precision: Lightning's, checked now and used by :meth:`trainer`
+            (no device check when ``accelerator`` is None: commands that build no Trainer).
+    """
+
+    def __init__(
+        self,
+        out: str | os.PathLike[str],
+        *,
+        resume: bool = False,
+        force: bool = False,
+        config: dict[str, Any] | None = None,
+        may_change: Iterable[str] = (),
+        recovery: Iterable[str] = (),
+        own: Iterable[str] | None = None,
+        staged: bool = False,
+        accelerator: str | None = None,
+        devices: int | str = 1,
+        strategy: str = "auto",
+        precision: str = "32-true",
+    ) -> None:
+        self.out = Path(out)
+        self.resume, self.force, self.config, self.staged = resume, force, config, staged
+        self.own = tuple(own) if own is not None else None
+        self.devices = {"accelerator": accelerator, "devices": devices, "strategy": strategy}
+        self.precision = precision
+        check_out(self.out, resume=resume, force=force, resumable=config is not None)
+        self.recoveries: list[tuple[str, Any, Any]] = []
+        if resume:
+            check_resume(self.out)
+            if config is not None:
+                self.recoveries = check_resume_config(self.out, config, may_change=may_change, recovery=recovery)
+        if accelerator is not None:
+            check_devices(accelerator, devices, strategy, precision)
+        self._lock = RunLock(self.out)
+
+    @property
+    def child(self) -> bool:
+        """True in DDP's extra processes: they run the command too, but rank 0 owns the folder."""
+        return is_launched_child()
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """``OUT/checkpoints/last.ckpt``: what ``--resume`` continues from (a moved run's too)."""
+        return self.out / LAST_CHECKPOINT
+
+    def recorded(self) -> dict[str, Any]:
+        """The run's run.json as it is on disk (empty when there is none)."""
+        return read_run(self.out)
+
+    def recorded_data(self) -> Path | None:
+        """On ``--resume``, the dataset folder the run was started on (so ``--resume`` needs no ``--data``)."""
+        return recorded_data(self.out) if self.resume else None
+
+    # -- the lifecycle
+
+    def __enter__(self) -> Run:
+        self._lock.acquire()
+        try:
+            if not self.staged:
+                prepare(self.out, resume=self.resume, force=self.force, own=self.own)
+            if self.config is not None and not self.child:
+                self._record_start()
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def _record_start(self) -> None:
+        """config.yaml (a new run's, a recovered one's, or one the folder lacks) and run.json's start fields."""
+        fields: dict[str, Any] = {"resumed": self.resume}
+        if self.recoveries:
+            before = self.recorded()
+            entry = {key: {"from": old, "to": new} for key, old, new in self.recoveries}
+            fields["recoveries"] = [*before.get("recoveries", []), {**entry, "after": before.get("diverged")}]
+            fields["diverged"] = None
+        if not self.resume or self.recoveries or read_config(self.out) is None:
+            write_yaml_atomic(self.out / CONFIG_FILE, self.config)
+        update_run(self.out, **fields)
+
+    def record(self, **fields: Any) -> None:
+        """Merge ``fields`` into run.json (rank 0; a None value removes the key)."""
+        update_run(self.out, **fields)
+
+    def say(self, text: str) -> None:
+        """Print one line for the user, once (rank 0)."""
+        if not self.child:
+            print(text)
+
+    # -- the Trainer's parts
+
+    def checkpoints(self, **kwargs: Any) -> Any:
+        """A checkpoint callback into ``OUT/checkpoints`` that follows a moved folder (:func:`checkpoint_callback`)."""
+        return checkpoint_callback(self.out / "checkpoints", **kwargs)
+
+    def trainer(self, *, callbacks: list[Any], progress: bool, **kwargs: Any) -> Any:
+        """The Trainer of this run (:func:`build_trainer`) on the devices checked at construction."""
+        kwargs.setdefault("precision", self.precision)
+        return build_trainer(self.out, **self.devices, callbacks=callbacks, progress=progress, **kwargs)
+
+    def fitting(self) -> contextlib.AbstractContextManager[None]:
+        """Around the fit: stops and a NaN loss as one line each (:func:`fitting`)."""
+        return fitting(self.out)

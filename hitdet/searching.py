@@ -31,7 +31,7 @@ from typing import Any
 from hitdet.architecture import Architecture
 from hitdet.config import load
 from hitdet.errors import UserError
-from hitdet.io import write_json_atomic, write_yaml_atomic
+from hitdet.io import write_json_atomic
 from hitdet.training.config import TrainConfig
 from search_spaces.positions import COMPONENTS, SpaceError, check_op_list, normalize_ops
 from search_spaces.quiet import quiet_nni_import
@@ -208,14 +208,7 @@ def fixed_macs(space: Any, structure: Any, settings: Any, detector_type: str) ->
     return float(total - sum(table[label][op] for label, op in sample.items()))
 
 
-def _check_resume_config(out: Path, cfg: SearchConfig) -> None:
-    """Resuming with another space or recipe than the run's would not continue the run: refuse it.
-
-    Only ``train.epochs`` may change (to extend a run); the check itself is :mod:`hitdet.runs`' (shared with train).
-    """
-    from hitdet.runs import check_resume_config
-
-    check_resume_config(out, cfg.to_dict(), may_change=("train.epochs",))
+RESUME_MAY_CHANGE = ("train.epochs",)  # --resume --epochs N extends a run; nothing else may change
 
 
 def resolve_sub_spaces(spec: str) -> dict[str, list[str]] | None:
@@ -270,10 +263,26 @@ def run_search(
     progress: bool = True,
     callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """Run one screening or search stage into ``out``; returns a summary of what it wrote.
+    """Run one screening or search stage into the run folder ``out`` (``hitdet screen``/``hitdet search``).
 
-    ``callbacks``: extra Lightning callbacks (after the checkpointing one), e.g. to watch α.
-    With DDP every rank runs this; only rank 0 writes into ``out`` and returns a summary.
+    The run folder's lifecycle is :class:`hitdet.runs.Run`'s (a ``--resume`` may change only
+    ``train.epochs``); this supplies the space, NNI's experiment and the results. With DDP every rank
+    runs this; only rank 0 writes into ``out``.
+
+    Args:
+        mode: ``"screen"`` or ``"search"``.
+        out: the run folder.
+        cfg: the config (:func:`load_search_config`).
+        data_dir: a COCO-layout dataset folder; default the run's own on ``resume``, else the built-in set.
+        resume, force: continue the run in ``out`` / replace it.
+        backbone_weights: a pretrained supernet backbone (``hitdet pretrain --space``).
+        accelerator, devices, strategy: Lightning's (``ddp`` becomes ``ddp_find_unused_parameters_true``).
+        progress: show Lightning's progress bar.
+        callbacks: extra Lightning callbacks (after the checkpointing one), e.g. to watch α.
+
+    Returns:
+        A summary of what it wrote (paths, the kept ops or the architecture, its MACs); empty on DDP's
+        extra ranks.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
@@ -282,36 +291,20 @@ def run_search(
 
         from search_spaces import TrinitySpace
 
-    from hitdet.data import ensure_synthetic
-    from hitdet.runs import (
-        RunLock,
-        check_devices,
-        check_out,
-        check_resume,
-        is_launched_child,
-        prepare,
-        update_run,
-    )
-    from hitdet.training.runner import load_datasets, recorded_data
+    from hitdet.data import dataset_folder, load_datasets
+    from hitdet.runs import Run
     from search_spaces.detectors import DetectorSettings
     from search_spaces.structure import STRUCTURES
 
-    out = Path(out)
-    child = is_launched_child()  # DDP's extra processes re-run the command: rank 0 owns the folder
-    # -- validate everything before the run folder is touched
-    check_out(out, resume=resume, force=force)
-    if resume:
-        check_resume(out)
-        data_dir = data_dir or recorded_data(out)
-        _check_resume_config(out, cfg)
     if strategy == "ddp":
         strategy = "ddp_find_unused_parameters_true"  # a supernet step leaves unchosen candidates without gradients
-    check_devices(accelerator, devices, strategy, cfg.train.precision)
+    run = Run(out, resume=resume, force=force, config=cfg.to_dict(), may_change=RESUME_MAY_CHANGE,
+              accelerator=accelerator, devices=devices, strategy=strategy, precision=cfg.train.precision)
     sub_spaces = resolve_sub_spaces(cfg.sub_spaces) if mode == "search" else None
     settings_obj = dataclasses.replace(cfg.strategy, mode=mode)
-    data_dir = Path(data_dir) if data_dir is not None else ensure_synthetic()
+    data_dir = dataset_folder(data_dir, run.recorded_data())
     train_cfg = cfg.train
-    train_ds, _ = load_datasets(data_dir, train_cfg)
+    train_ds, _ = load_datasets(data_dir, train_cfg.hflip_prob)
 
     pl.seed_everything(train_cfg.seed, verbose=False)  # the supernet's initial weights, too
     structure = STRUCTURES[cfg.structure]
@@ -341,31 +334,24 @@ def run_search(
         settings_obj = dataclasses.replace(settings_obj, target_macs=cfg.target_macs - fixed)
     report = None
     if backbone_weights is not None:
-        from hitdet.pretrain.weights import load_backbone_weights
+        from hitdet.weights.backbone import load_backbone_weights
 
         report = load_backbone_weights(space, backbone_weights)
 
-    with RunLock(out):
-        prepare(out, resume=resume, force=force)
-        if report is not None and not child:
-            print(report.summary())
-        if not child:
-            if not resume:
-                write_yaml_atomic(out / "config.yaml", cfg.to_dict())
-            update_run(out, data=str(data_dir.resolve()), mode=mode, resumed=resume)
-        trainer, strat = _run_experiment(
-            mode, out, cfg, space, settings_obj, sub_spaces, train_ds, resume=resume, accelerator=accelerator,
-            devices=devices, strategy=strategy, progress=progress, callbacks=callbacks, child=child,
-        )
+    with run:
+        if report is not None:
+            run.say(report.summary())
+        run.record(data=str(data_dir.resolve()), mode=mode)
+        trainer, strat = _run_experiment(run, cfg, space, settings_obj, sub_spaces, train_ds, progress=progress,
+                                         callbacks=callbacks)
         if not trainer.is_global_zero:
             return {}
-        return _write_results(mode, out, cfg, strat, structure, settings, categories)
+        return _write_results(mode, run.out, cfg, strat, structure, settings, categories)
 
 
 def _run_experiment(
-    mode: str, out: Path, cfg: SearchConfig, space: Any, settings_obj: Any, sub_spaces: Any, train_ds: Any, *,
-    resume: bool, accelerator: str, devices: int | str, strategy: str, progress: bool, callbacks: list[Any] | None,
-    child: bool,
+    run: Any, cfg: SearchConfig, space: Any, settings_obj: Any, sub_spaces: Any, train_ds: Any, *,
+    progress: bool, callbacks: list[Any] | None,
 ) -> tuple[Any, Any]:
     """Build the Trainer and NNI's one-shot experiment, and run it (every rank)."""
     import pytorch_lightning as pl
@@ -374,30 +360,23 @@ def _run_experiment(
     from pytorch_lightning.callbacks import LearningRateMonitor
 
     from hitdet.data import collate
-    from hitdet.runs import build_trainer, checkpoint_callback, fitting
     from hitdet.training.module import DetectionModule
     from strategies import HitDetStrategy
 
     train_cfg = cfg.train
-    last = out / "checkpoints" / "last.ckpt"
     pl.seed_everything(train_cfg.seed, verbose=False)
     keep = train_cfg.keep_checkpoints  # a 32-op epoch checkpoint is ~90 MB: keep the newest few, as train does
-    checkpoints = checkpoint_callback(
-        out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False, save_top_k=keep,
+    checkpoints = run.checkpoints(
+        filename="epoch{epoch:03d}", auto_insert_metric_name=False, save_top_k=keep,
         monitor="step" if keep != -1 else None, mode="max", save_last=True, every_n_epochs=1,
     )
-    trainer = build_trainer(
-        out,
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
+    trainer = run.trainer(
         callbacks=[checkpoints, LearningRateMonitor(logging_interval="step"), *(callbacks or [])],
         progress=progress,
         trainer_class=Trainer,
         max_epochs=train_cfg.epochs,
         limit_val_batches=0,
         limit_train_batches=cfg.steps_per_epoch or train_cfg.steps_per_epoch or 1.0,
-        precision=train_cfg.precision,
         log_every_n_steps=1,
     )
     loader = DataLoader(
@@ -407,7 +386,7 @@ def _run_experiment(
         DetectionModule(config=train_cfg),
         trainer,
         train_dataloaders=loader,
-        fit_kwargs={"ckpt_path": str(last)} if resume else None,
+        fit_kwargs={"ckpt_path": str(run.last_checkpoint)} if run.resume else None,
     )
     strat = HitDetStrategy.from_settings(settings_obj, sub_spaces=sub_spaces)
     # NNI's log: its start-up chatter ("Config is not provided. Will try to infer.", logged while the
@@ -421,9 +400,9 @@ def _run_experiment(
         experiment = NasExperiment(space, evaluator, strat)
         # NNI writes an experiment folder in every process; DDP's extra ranks put theirs in a
         # throw-away folder, so that only rank 0 writes into the run.
-        scratch = tempfile.TemporaryDirectory(prefix="hitdet-nni-rank-") if child else None
-        experiment.config.experiment_working_directory = scratch.name if scratch else str((out / "nni").resolve())
-        with fitting(out):
+        scratch = tempfile.TemporaryDirectory(prefix="hitdet-nni-rank-") if run.child else None
+        experiment.config.experiment_working_directory = scratch.name if scratch else str((run.out / "nni").resolve())
+        with run.fitting():
             try:
                 experiment.run()
             finally:

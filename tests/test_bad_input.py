@@ -686,7 +686,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with a tiny trained-looking detector for the synthetic set: arch.json and w.pt."""
     from hitdet.builder import build_detector
-    from hitdet.training.weights import save_weights
+    from hitdet.weights.detector import save_weights
 
     root = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)

@@ -23,7 +23,7 @@ from hitdet.builder import build_detector
 from hitdet.cli import main
 from hitdet.errors import UserError
 from hitdet.exporting import export_onnx, export_torchscript, load_torchscript, onnx_detections, onnx_session
-from hitdet.training.weights import save_weights
+from hitdet.weights.detector import save_weights
 from tests.helpers import SETTINGS, TINY, spread_scores, tiny_arch
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*always returns a .Losses, Detections. tuple:UserWarning")

@@ -20,7 +20,7 @@ from hitdet.architecture import load_architecture
 from hitdet.builder import build_detector
 from hitdet.cli import main
 from hitdet.predicting import _color
-from hitdet.training.weights import load_weights, save_weights
+from hitdet.weights.detector import load_weights, save_weights
 from tests.helpers import spread_scores, tiny_arch
 
 CATEGORIES = [{"id": 7, "name": "cat"}, {"id": 3, "name": "dog"}, {"id": 42, "name": "car"}]

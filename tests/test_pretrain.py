@@ -284,7 +284,7 @@ def test_space_option_errors(data: Path, work: Path, capsys):
 
 def test_space_from_subspaces_json_and_resume_guard(arch_run: Path, work: Path):
     from hitdet.pretrain import parse_space_ops, supernet_target
-    from hitdet.pretrain.runner import prepare_run_folder
+    from hitdet.pretrain.runner import check_same_target
     from strategies.screening import SubSpaces
 
     sub = SubSpaces(kept={"backbone": OPS, "neck": ["sep_k3"], "head": ["ir_k3_e3"]}).save(work / "sub.json")
@@ -292,7 +292,7 @@ def test_space_from_subspaces_json_and_resume_guard(arch_run: Path, work: Path):
     assert ops == OPS and source["space"] == "sub-spaces"
     # --resume refuses a run folder that pretrained another target.
     with pytest.raises(UserError, match="another target"):
-        prepare_run_folder(arch_run, supernet_target(ops, supernet_structure()), resume=True, force=False)
+        check_same_target(arch_run, supernet_target(ops, supernet_structure()))
 
 
 def test_train_starts_from_pretrained_backbone(arch_run: Path, arch_file: Path, work: Path, capsys):

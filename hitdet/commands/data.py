@@ -34,11 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     from hitdet.data import SynthSpec, write_synthetic
+    from hitdet.runs import Run
 
     if args.train < 1 or args.val < 1:
         raise UserError(f"--train/--val: need at least one image each, got {args.train}/{args.val}")
     spec = SynthSpec(num_train=args.train, num_val=args.val, seed=args.seed, style=args.style)
-    out = write_synthetic(args.out, spec, force=args.force)
+    with Run(args.out, force=args.force, staged=True):  # the dataset is written aside and renamed at the end
+        out = write_synthetic(args.out, spec, force=args.force)
     print(f"wrote {args.train} train + {args.val} val {args.style} images to {out} (seed {args.seed})")
     return 0
 

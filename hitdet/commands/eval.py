@@ -28,27 +28,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run_eval_batch_size(run_dir: Path, default: int = 4) -> int:
     """The validation batch size of the run an architecture JSON belongs to (padding depends on it)."""
-    import yaml
+    from hitdet.runs import read_config
 
-    try:
-        value = yaml.safe_load((run_dir / "config.yaml").read_text()).get("eval_batch_size")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return default
-    return value if isinstance(value, int) and value > 0 else default
+    value = (read_config(run_dir) or {}).get("eval_batch_size")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from hitdet.architecture import load_architecture
+    from hitdet.architecture import architecture_categories, load_architecture
     from hitdet.builder import build_detector
-    from hitdet.data import ensure_synthetic, load_split
+    from hitdet.data import dataset_folder, load_split
     from hitdet.errors import UserError
     from hitdet.evaluation import coco_evaluate, format_table, load_detections, predict
     from hitdet.io import write_json_atomic
-    from hitdet.runs import RunLock, check_out, prepare
-    from hitdet.training.runner import architecture_categories, recorded_data
-    from hitdet.training.weights import load_weights
+    from hitdet.runs import Run, recorded_data
+    from hitdet.weights.detector import load_weights
 
     if not args.weights and not args.detections:
         raise UserError("--weights: required (the trained weights, e.g. RUN/best.pt)")
@@ -57,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size: must be positive, got {args.batch_size}")
     arch = load_architecture(args.arch)
-    data_dir = Path(args.data) if args.data else recorded_data(Path(args.arch).parent) or ensure_synthetic()
+    data_dir = dataset_folder(args.data, recorded_data(Path(args.arch).parent))
     cats = architecture_categories(arch)
     ds = load_split(data_dir, args.split, categories=cats)
     if arch.settings.num_classes != ds.num_classes + 1:
@@ -66,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     source = Path(args.weights or args.detections).resolve()
     default_out = source.parent / f"eval-{source.stem}"  # best.pt and last.pt each get their own results
     out = Path(args.out) if args.out else default_out
-    check_out(out, resume=False, force=args.force, resumable=False)
+    results = Run(out, force=args.force)  # checked now; locked (and replaced with --force) once the metrics are in
     if args.detections:
         detections = load_detections(args.detections)
     else:
@@ -77,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
         device = torch.device("cuda" if args.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
         detections = predict(model, ds, batch_size=args.batch_size, device=device, progress=not args.no_progress)
     metrics = coco_evaluate(ds.coco, detections, backend=args.backend, source=args.detections)
-    with RunLock(out):  # another eval into the same folder waits its turn (exit 2 naming it)
-        prepare(out, resume=False, force=args.force)
+    with results:  # another eval into the same folder is refused (exit 2 naming it)
         write_json_atomic(out / "detections.json", detections)
         write_json_atomic(out / "metrics.json", {
             "metrics": metrics, "weights": str(args.weights), "architecture": str(args.arch),

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from hitdet.errors import UserError
     from hitdet.exporting import MIN_ONNX_OPSET, export_onnx, export_torchscript
     from hitdet.io import check_creatable
-    from hitdet.training.weights import load_weights
+    from hitdet.weights.detector import load_weights
 
     if not args.weights:
         raise UserError("--weights: required (the trained weights, e.g. RUN/best.pt)")

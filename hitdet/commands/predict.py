@@ -30,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from hitdet.builder import build_detector
     from hitdet.errors import UserError
     from hitdet.predicting import detector_categories, find_images, read_images, resolve_device, write_predictions
-    from hitdet.runs import RunLock, check_out
-    from hitdet.training.weights import load_weights
+    from hitdet.runs import Run
+    from hitdet.weights.detector import load_weights
 
     if not args.weights:
         raise UserError("--weights: required (the trained weights, e.g. RUN/best.pt)")
@@ -45,10 +45,10 @@ def run(args: argparse.Namespace) -> int:
     arch = load_architecture(args.arch)
     categories = detector_categories(arch)
     out = Path(args.out)
-    check_out(out, resume=False, force=args.force, resumable=False)
+    results = Run(out, force=args.force, staged=True)  # written under a temporary name, renamed at the end
     records = read_images(find_images(args.inputs))
     model = load_weights(build_detector(arch), args.weights).eval()
-    with RunLock(out), warnings.catch_warnings():
+    with results, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torchvision's meshgrid/indexing notices
         detections = write_predictions(
             model, records, categories, out, device, score_thresh=args.score_thresh, draw=args.draw,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from hitdet.commands.common import add_run_options, parse_devices, print_config, run_flags
 from hitdet.errors import UserError
@@ -66,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from hitdet.pretrain.config import load_config
     from hitdet.pretrain.model import architecture_target, parse_space_ops, supernet_target
     from hitdet.pretrain.runner import run_pretraining
+    from hitdet.runs import config_file
 
     if args.width <= 0:
         raise UserError(f"--width must be positive, got {args.width}")
@@ -81,11 +81,8 @@ def run(args: argparse.Namespace) -> int:
             source["structure"] = args.structure
         target = supernet_target(ops, structure, half_depth=args.half_depth, width=args.width, source=source)
         recipe = "supernet"
-    config_file = args.config
-    if args.resume and config_file is None and (Path(args.out) / "config.yaml").is_file():
-        config_file = Path(args.out) / "config.yaml"  # a resumed run keeps the settings it started with
     config = load_config(
-        config_file,
+        config_file(args.out, args.config, args.resume),
         args.overrides,
         flags=run_flags(args),
         recipe=recipe,

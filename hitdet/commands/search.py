@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from hitdet.commands.common import add_run_options, parse_devices, print_config, run_flags
 from hitdet.errors import UserError
@@ -39,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hitdet.runs import config_file
     from hitdet.searching import load_search_config, run_search
 
     flags = {**run_flags(args, "train."), "--epochs": ("train.epochs", args.epochs)}
@@ -58,10 +58,7 @@ def run(args: argparse.Namespace) -> int:
         flags.update({"--sub-spaces": ("sub_spaces", args.sub_spaces or None),
                       "--lambda": ("strategy.penalty_lambda", args.lam),
                       "--target-macs": ("target_macs", args.target_macs)})
-    config = args.config
-    if args.resume and config is None and (Path(args.out) / "config.yaml").is_file():
-        config = Path(args.out) / "config.yaml"  # a resumed run keeps the settings it started with
-    cfg = load_search_config(args.mode, config, args.set, flags=flags)
+    cfg = load_search_config(args.mode, config_file(args.out, args.config, args.resume), args.set, flags=flags)
     if args.print_config:
         return print_config(cfg.to_dict())
     summary = run_search(

@@ -30,13 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hitdet.architecture import load_architecture
     from hitdet.errors import UserError
+    from hitdet.runs import config_file
     from hitdet.training.config import load_config
 
     out = Path(args.out)
-    config = args.config
     if args.resume:
-        if config is None and (out / "config.yaml").is_file():
-            config = out / "config.yaml"
         arch = load_architecture(out / "architecture.json") if (out / "architecture.json").is_file() else None
         if arch is None:
             raise UserError(f"{out / 'architecture.json'}: not found, nothing to resume")
@@ -44,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
         if args.arch is None:
             raise UserError("ARCH: give an architecture JSON or preset name (e.g. hit-detector)")
         arch = load_architecture(args.arch)
-    cfg = load_config(config, args.overrides, flags=run_flags(args), epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, width=args.width)
+    cfg = load_config(config_file(out, args.config, args.resume), args.overrides, flags=run_flags(args),
+                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, width=args.width)
     if args.print_config:
         return print_config(cfg.to_dict())
     from hitdet.training.runner import train

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hitdet.data.coco import CocoDetection, DataError, coco_from_dict, collate, load_rgb, read_annotations
+from hitdet.data.loaders import dataset_folder, load_datasets, make_eval_loader, make_train_loader
 from hitdet.data.sampler import AspectRatioBatchSampler, aspect_ratios, unwrap
 from hitdet.data.synth import CATEGORIES as SYNTH_CATEGORIES
 from hitdet.data.synth import SynthSpec, split_paths, write_synthetic
@@ -23,10 +24,14 @@ __all__ = [
     "aspect_ratios",
     "coco_from_dict",
     "collate",
+    "dataset_folder",
     "default_data_dir",
     "ensure_synthetic",
+    "load_datasets",
     "load_rgb",
     "load_split",
+    "make_eval_loader",
+    "make_train_loader",
     "read_annotations",
     "resolve_split",
     "split_paths",

@@ -23,7 +23,7 @@ from hitdet.pretrain.model import (
 )
 from hitdet.pretrain.runner import run_pretraining
 from hitdet.pretrain.synth import register_synth_cls, write_synthetic_classification
-from hitdet.pretrain.weights import (
+from hitdet.weights.backbone import (
     BackboneWeights,
     LoadReport,
     extract_architecture,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import colorsys
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from hitdet.errors import UserError
-from hitdet.io import check_creatable, write_json_atomic
+from hitdet.io import write_json_atomic
 
 SHAPES = ("circle", "square", "triangle", "cross")
 FORMAT = "hitdet-synth-cls"
@@ -79,15 +78,15 @@ def write_synthetic_classification(
         raise UserError(f"--size must be between 16 and {MAX_SIZE} pixels, got {image_size}")
     if not 0 <= seed < 2**32:  # numpy's seeds
         raise UserError(f"--seed: must be in [0, 2**32), got {seed}")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
-    check_creatable(out / "train")  # the images are written into out itself
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise UserError(f"{out}: folder is not empty (use --force to replace the synthetic set in it)")
-        for part in ("train", "val"):
-            shutil.rmtree(out / part, ignore_errors=True)
+    from hitdet.runs import Run
+
+    # --out as every command checks it; --force replaces only the set's own files, once everything else is checked
+    with Run(out_dir, force=force, own=("train", "val", "synth-cls.json")) as run:
+        return _write_set(run.out, num_classes, train_per_class, val_per_class, image_size, seed)
+
+
+def _write_set(out: Path, num_classes: int, train_per_class: int, val_per_class: int, image_size: int,
+               seed: int) -> Path:
     rng = np.random.default_rng(seed)
     splits = {"train": train_per_class, "val": val_per_class}
     for split, count in splits.items():

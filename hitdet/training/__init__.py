@@ -10,7 +10,7 @@ from typing import Any
 from hitdet.config import parse_override
 from hitdet.training.config import RECIPES, TrainConfig, load_config, save_config
 from hitdet.training.schedule import warmup_step_factor
-from hitdet.training.weights import load_weights, read_state_dict, save_weights
+from hitdet.weights.detector import load_weights, read_state_dict, save_weights
 
 __all__ = [
     "RECIPES",
@@ -32,8 +32,8 @@ __all__ = [
 _LAZY = {
     "DetectionModule": "hitdet.training.module",
     "train": "hitdet.training.runner",
-    "make_train_loader": "hitdet.training.runner",
-    "make_eval_loader": "hitdet.training.runner",
+    "make_train_loader": "hitdet.data.loaders",
+    "make_eval_loader": "hitdet.data.loaders",
     "prepare_architecture": "hitdet.training.runner",
 }
 

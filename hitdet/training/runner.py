@@ -21,51 +21,30 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
 
-from hitdet.architecture import Architecture
-from hitdet.data import AspectRatioBatchSampler, CocoDetection, aspect_ratios, collate, ensure_synthetic, load_split
+from hitdet import data
+from hitdet.architecture import Architecture, architecture_categories
+from hitdet.data import CocoDetection, dataset_folder, make_eval_loader, make_train_loader
 from hitdet.errors import UserError
 from hitdet.io import read_json_or_none, write_bytes_atomic, write_json_atomic
-from hitdet.runs import (
-    RunLock,
-    build_trainer,
-    check_devices,
-    check_out,
-    check_resume,
-    check_resume_config,
-    checkpoint_callback,
-    fitting,
-    is_launched_child,
-    last_good_checkpoint,
-    prepare,
-    read_run,
-    update_run,
-)
-from hitdet.training.config import TrainConfig, save_config
-from hitdet.training.weights import read_state_dict, save_weights
+from hitdet.runs import Run, is_launched_child, last_good_checkpoint, recorded_data
+from hitdet.training.config import TrainConfig
+from hitdet.weights.backbone import load_backbone_weights
+from hitdet.weights.detector import read_state_dict, save_weights
 
-__all__ = ["is_launched_child", "last_good_checkpoint", "train"]  # the first two now live in hitdet.runs
+# Earlier homes, kept for benchmarks and scripts: the loaders and the data moved below the runners
+# (hitdet.data), the run folder's helpers to hitdet.runs, architecture_categories to hitdet.architecture.
+__all__ = ["architecture_categories", "is_launched_child", "last_good_checkpoint", "load_datasets",
+           "make_eval_loader", "make_train_loader", "recorded_data", "train"]
 
 RESUME_MAY_CHANGE = ("epochs",)  # --resume --epochs N extends a run
 RECOVERY_KEYS = ("lr", "grad_clip_norm")  # may change on --resume only after a divergence (exit 3); run.json
-VERIFY_LIMIT = 5000  # decode every image up front when a dataset is at most this big
 
 
-def make_train_loader(
-    dataset: Dataset, batch_size: int, seed: int = 0, num_workers: int = 0, num_replicas: int = 1, rank: int = 0
-) -> DataLoader:
-    """Shuffled, aspect-ratio grouped batches (sharded over DDP replicas, equal counts per replica)."""
-    sampler = AspectRatioBatchSampler(aspect_ratios(dataset), batch_size, shuffle=True, seed=seed,
-                                      num_replicas=num_replicas, rank=rank)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
-
-
-def make_eval_loader(
-    dataset: Dataset, batch_size: int, num_workers: int = 0, num_replicas: int = 1, rank: int = 0
-) -> DataLoader:
-    """In-order batches for validation; every image exactly once over all replicas."""
-    sampler = AspectRatioBatchSampler(aspect_ratios(dataset), batch_size, shuffle=False,
-                                      num_replicas=num_replicas, rank=rank, pad=False)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
+def load_datasets(
+    data_dir: Path, cfg: TrainConfig, categories: list[int] | None = None
+) -> tuple[CocoDetection, CocoDetection]:
+    """:func:`hitdet.data.load_datasets` with the config's flips (the signature benchmarks call)."""
+    return data.load_datasets(data_dir, cfg.hflip_prob, categories)
 
 
 def prepare_architecture(arch: Architecture, categories: list[dict[str, Any]], config: TrainConfig) -> Architecture:
@@ -104,14 +83,6 @@ def half_depth_architecture(arch: Architecture) -> Architecture:
     return dataclasses.replace(arch, structure=half, choices=choices)
 
 
-def architecture_categories(arch: Architecture) -> list[int] | None:
-    """The category ids (label order) a trained architecture was trained with, if recorded."""
-    cats = arch.metadata.get("categories")
-    if isinstance(cats, list) and all(isinstance(c, dict) and isinstance(c.get("id"), int) for c in cats):
-        return [c["id"] for c in cats]
-    return None
-
-
 def _datamodule(train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig) -> Any:
     import pytorch_lightning as pl
 
@@ -125,29 +96,6 @@ def _datamodule(train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig) -> Any:
             return make_eval_loader(val_ds, cfg.eval_batch_size, cfg.num_workers, t.world_size, t.global_rank)
 
     return DetectionDataModule()
-
-
-def load_datasets(
-    data_dir: Path, cfg: TrainConfig, categories: list[int] | None = None
-) -> tuple[CocoDetection, CocoDetection]:
-    """The train (with flips) and val splits; bad files fail here, before anything is written."""
-    train_ds = load_split(data_dir, "train", train=True, hflip_prob=cfg.hflip_prob, categories=categories)
-    val_ds = load_split(data_dir, "val", categories=train_ds.cat_ids)
-    for ds in (train_ds, val_ds):
-        if len(ds) == 0:
-            raise UserError(f"{ds.ann_file}: no images")
-        if len(ds) <= VERIFY_LIMIT:
-            ds.verify_images()
-    return train_ds, val_ds
-
-
-def recorded_data(out: Path) -> Path | None:
-    """The dataset a run was started on (run.json), so ``--resume`` needs no ``--data``."""
-    data = read_run(out).get("data")
-    return Path(data) if isinstance(data, str) else None
-
-
-_recorded_data = recorded_data  # the earlier private name
 
 
 def _history(out: Path) -> list[dict[str, Any]]:
@@ -170,75 +118,65 @@ def train(
     backbone_weights: str | os.PathLike[str] | None = None,
     callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """Retrain ``arch`` on ``data_dir`` (default: the built-in synthetic dataset) into ``out``.
+    """Retrain ``arch`` on ``data_dir`` into the run folder ``out`` (what ``hitdet train`` runs).
 
-    Returns the summary written to ``metrics.json`` (best and last validation metrics).
-    ``callbacks``: extra Lightning callbacks (after hitdet's own). The run folder's lifecycle
-    (validation before writing, the lock, --force, signals, resume checks) is :mod:`hitdet.runs`'.
+    The run folder's lifecycle (validation before writing, the lock, ``--force``, config.yaml and
+    run.json, signals, ``--resume`` and its recoveries) is :class:`hitdet.runs.Run`'s; this supplies
+    the data, the detector and the fit.
+
+    Args:
+        arch: the architecture to train (on ``resume``, the run's own ``architecture.json``).
+        out: the run folder.
+        config: the training config (:func:`hitdet.training.config.load_config`).
+        data_dir: a COCO-layout dataset folder; default the run's own on ``resume``, else the built-in set.
+        resume, force: continue the run in ``out`` / replace it.
+        accelerator, devices, strategy: Lightning's.
+        progress: show Lightning's progress bar.
+        backbone_weights: a pretrained backbone (``hitdet pretrain``) to start from.
+        callbacks: extra Lightning callbacks (after hitdet's own).
+
+    Returns:
+        The summary written to ``metrics.json``: ``best`` and ``last`` validation metrics, the ``history``
+        (empty on DDP's extra ranks).
     """
     import pytorch_lightning as pl
 
     from hitdet.builder import build_detector
 
-    out = Path(out)
-    child = is_launched_child()
-    # -- validate everything before the run folder is touched
-    check_out(out, resume=resume, force=force)
-    recovery: list[tuple[str, Any, Any]] = []
-    if resume:
-        check_resume(out)
-        recovery = check_resume_config(out, config.to_dict(), may_change=RESUME_MAY_CHANGE, recovery=RECOVERY_KEYS)
-    check_devices(accelerator, devices, strategy, config.precision)
-    if data_dir is None and resume:
-        data_dir = recorded_data(out)
-    data_dir = Path(data_dir) if data_dir is not None else ensure_synthetic()
-    cfg = config
-    train_ds, val_ds = load_datasets(data_dir, cfg, architecture_categories(arch) if resume else None)
+    run = Run(out, resume=resume, force=force, config=config.to_dict(), may_change=RESUME_MAY_CHANGE,
+              recovery=RECOVERY_KEYS, accelerator=accelerator, devices=devices, strategy=strategy,
+              precision=config.precision)
+    data_dir = dataset_folder(data_dir, run.recorded_data())
+    train_ds, val_ds = load_datasets(data_dir, config, architecture_categories(arch) if resume else None)
     if not resume:
-        arch = prepare_architecture(arch, train_ds.categories(), cfg)
-    pl.seed_everything(cfg.seed, verbose=False)
+        arch = prepare_architecture(arch, train_ds.categories(), config)
+    pl.seed_everything(config.seed, verbose=False)
     model = build_detector(arch)
     report = None
     if backbone_weights is not None and not resume:
-        from hitdet.pretrain.weights import load_backbone_weights
-
         report = load_backbone_weights(model, backbone_weights, choices=arch.sample())
 
-    with RunLock(out):
-        prepare(out, resume=resume, force=force)
-        if report is not None and not child:
-            print(report.summary())
-        if not child:
-            if not resume:
-                arch.save(out / "architecture.json")
-                update_run(out, data=str(data_dir.resolve()), resumed=False)
-            if not resume or recovery:
-                save_config(cfg, out / "config.yaml")
-            if resume:
-                run = read_run(out)
-                fields: dict[str, Any] = {"data": str(data_dir.resolve()), "resumed": True}
-                if recovery:
-                    entry = {key: {"from": old, "to": new} for key, old, new in recovery}
-                    fields["recoveries"] = [*run.get("recoveries", []), {**entry, "after": run.get("diverged")}]
-                    fields["diverged"] = None
-                update_run(out, **fields)
-        return _fit(arch, out, cfg, model, train_ds, val_ds, data_dir, resume=resume, accelerator=accelerator,
-                    devices=devices, strategy=strategy, progress=progress, callbacks=callbacks)
+    with run:
+        if report is not None:
+            run.say(report.summary())
+        if not resume and not run.child:
+            arch.save(run.out / "architecture.json")
+        run.record(data=str(data_dir.resolve()))
+        return _fit(run, config, model, train_ds, val_ds, data_dir, progress=progress, callbacks=callbacks)
 
 
 def _fit(
-    arch: Architecture, out: Path, cfg: TrainConfig, model: Any, train_ds: Dataset, val_ds: Dataset, data_dir: Path,
-    *, resume: bool, accelerator: str, devices: int | str, strategy: str, progress: bool, callbacks: list[Any] | None,
+    run: Run, cfg: TrainConfig, model: Any, train_ds: Dataset, val_ds: Dataset, data_dir: Path, *,
+    progress: bool, callbacks: list[Any] | None,
 ) -> dict[str, Any]:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import Callback, LearningRateMonitor
 
     from hitdet.training.module import DetectionModule
 
-    ckpt_dir = out / "checkpoints"
-    resume_from = ckpt_dir / "last.ckpt"
+    out = run.out
     module = DetectionModule(model, cfg)
-    history = _history(out) if resume else []
+    history = _history(out) if run.resume else []
 
     class _Record(Callback):
         """Append each epoch's validation metrics to metrics.json as training goes."""
@@ -251,27 +189,22 @@ def _fit(
             history.append({"epoch": epoch, **module.last_metrics})
             write_json_atomic(out / "metrics.json", {"history": history})
 
-    every_epoch = checkpoint_callback(
-        ckpt_dir, filename="epoch{epoch:03d}", auto_insert_metric_name=False, monitor="step", mode="max",
+    every_epoch = run.checkpoints(
+        filename="epoch{epoch:03d}", auto_insert_metric_name=False, monitor="step", mode="max",
         save_top_k=cfg.keep_checkpoints, save_last=True, every_n_epochs=1,
     )
-    best = checkpoint_callback(ckpt_dir, filename="best", monitor="val/AP", mode="max", save_top_k=1)
-    trainer = build_trainer(
-        out,
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
+    best = run.checkpoints(filename="best", monitor="val/AP", mode="max", save_top_k=1)
+    trainer = run.trainer(
         callbacks=[every_epoch, best, LearningRateMonitor(logging_interval="step"), _Record(), *(callbacks or [])],
         progress=progress,
         max_epochs=cfg.epochs,
         log_every_n_steps=min(10, max(1, len(train_ds) // cfg.batch_size)),
         use_distributed_sampler=False,
-        precision=cfg.precision,
         limit_train_batches=cfg.steps_per_epoch or 1.0,
     )
-    with fitting(out):
+    with run.fitting():
         trainer.fit(module, datamodule=_datamodule(train_ds, val_ds, cfg),
-                    ckpt_path=str(resume_from) if resume else None)
+                    ckpt_path=str(run.last_checkpoint) if run.resume else None)
     if not trainer.is_global_zero:
         return {}
 
