@@ -19,12 +19,13 @@ from hitdet.errors import UserError
 from hitdet.io import parse_json, read_json, write_json_atomic
 from hitdet.io import write_text_atomic as write_text_atomic  # re-exported for benchmarks/search_vs_random.py
 from search_spaces.detectors import DetectorSettings
+from search_spaces.kinds import detector_kind, detector_types, neck_kind, neck_types
 from search_spaces.ops import OPS, op_cost
-from search_spaces.structure import DetectorStructure, FixedLayer, Slot
+from search_spaces.positions import detector_positions
+from search_spaces.structure import DEFAULT_NECK, DetectorStructure, FixedLayer, Slot
 
 FORMAT = "hitdet-architecture"
 VERSION = 1
-DETECTOR_TYPES = ("faster_rcnn", "retinanet")  # retinanet: head.blocks = cls tower + box tower
 NUM_LEVELS = 4
 STRIDES = (1, 2)  # every op in the pool keeps (1) or halves (2) the resolution
 
@@ -84,7 +85,8 @@ class Architecture:
                 "stages": stages,
                 "tail": [layer(t.op, t.out_channels, t.stride) for t in st.tail],
             },
-            "neck": {"channels": st.neck_channels, "cells": [ops[label] for label in st.neck_labels()]},
+            "neck": {**({"type": st.neck_type} if st.neck_type != DEFAULT_NECK else {}),  # PANet unless it says
+                     "channels": st.neck_channels, "cells": [ops[label] for label in st.neck_labels()]},
             "head": {
                 "blocks": [ops[label] for label in st.head_labels()],
                 "fc_channels": st.fc_channels,
@@ -196,8 +198,8 @@ def from_dict(data: Any, source: str = "architecture") -> Architecture:
 
     det = r.get(data, "detector", "", dict)
     dtype = r.get(det, "type", "detector", str)
-    if dtype not in DETECTOR_TYPES:
-        raise r.fail("detector.type", f"unknown detector type {dtype!r} (known: {', '.join(DETECTOR_TYPES)})")
+    if dtype not in detector_types():
+        raise r.fail("detector.type", f"unknown detector type {dtype!r} (known: {', '.join(detector_types())})")
     types = DetectorSettings.field_types()
     _known_keys(r, det, "detector", {"type", *types})
     settings = DetectorSettings(**{k: r.get(det, k, "detector", types[k]) for k in types if k in det})
@@ -230,8 +232,11 @@ def from_dict(data: Any, source: str = "architecture") -> Architecture:
     )
 
     neck = r.get(data, "neck", "", dict)
-    _known_keys(r, neck, "neck", {"channels", "cells"})
-    cells = r.ops(neck, "cells", "neck", 2 * NUM_LEVELS)
+    _known_keys(r, neck, "neck", {"type", "channels", "cells"})
+    neck_type = r.get(neck, "type", "neck", str, DEFAULT_NECK)
+    if neck_type not in neck_types():
+        raise r.fail("neck.type", f"unknown neck type {neck_type!r} (known: {', '.join(neck_types())})")
+    cells = r.ops(neck, "cells", "neck", len(neck_kind(neck_type).cells(NUM_LEVELS)))
     head = r.get(data, "head", "", dict)
     _known_keys(r, head, "head", {"blocks", "fc_channels", "roi_size"})
     blocks = r.ops(head, "blocks", "head")
@@ -247,6 +252,7 @@ def from_dict(data: Any, source: str = "architecture") -> Architecture:
         fc_channels=r.positive(head, "fc_channels", "head"),
         roi_size=r.positive(head, "roi_size", "head", 7),
         in_channels=r.positive(bb, "in_channels", "backbone", 3),
+        neck_type=neck_type,
     )
     choices.update(zip(structure.neck_labels(), cells, strict=True))
     choices.update(zip(structure.head_labels(), blocks, strict=True))
@@ -275,33 +281,28 @@ def _where(label: str, structure: DetectorStructure) -> str:
 
 
 def validate(arch: Architecture, source: str) -> None:
-    """Check that every op can be built with its channels (grouped ops need divisible channels)."""
+    """Check the detector kind's rule, and that every op can be built with its channels (grouped ops need
+    divisible channels) at the searched positions the kinds place (:func:`~search_spaces.positions.detector_positions`).
+    """
     st = arch.structure
-    if arch.detector_type not in DETECTOR_TYPES:
+    if arch.detector_type not in detector_types():
         raise ArchitectureError(
             f"{source}: detector.type: unknown detector type {arch.detector_type!r} "
-            f"(known: {', '.join(DETECTOR_TYPES)})"
+            f"(known: {', '.join(detector_types())})"
         )
-    if arch.detector_type == "retinanet" and st.head_blocks % 2:
-        raise ArchitectureError(
-            f"{source}: head.blocks: a RetinaNet head has two towers of equal depth (classification tower "
-            f"first, then box regression): expected an even number of blocks, got {st.head_blocks}"
-        )
-    cin = st.stem.out_channels
-    checks: list[tuple[str, str, int, int]] = [("backbone.stem.op", st.stem.op, st.in_channels, cin)]
-    labels = iter(st.backbone_labels())
-    for stage in st.stages:
-        for slot in stage:
-            label = next(labels)
-            checks.append((_where(label, st), arch.choices[label], cin, slot.out_channels))
-            cin = slot.out_channels
+    try:
+        detector_kind(arch.detector_type).check(st)
+    except ValueError as exc:
+        raise ArchitectureError(f"{source}: {exc}") from None
+    searched = [(_where(p.label, st), arch.choices[p.label], p.in_channels, p.out_channels)
+                for p in detector_positions(st, detector_type=arch.detector_type)]
+    backbone = len(st.backbone_labels())
+    checks = [("backbone.stem.op", st.stem.op, st.in_channels, st.stem.out_channels), *searched[:backbone]]
+    cin = st.stages[-1][-1].out_channels
     for i, t in enumerate(st.tail):
         checks.append((f"backbone.tail[{i}].op", t.op, cin, t.out_channels))
         cin = t.out_channels
-    for label, c in zip(st.neck_labels(), st.feature_channels() + [st.neck_channels] * st.num_levels, strict=True):
-        checks.append((_where(label, st), arch.choices[label], c, st.neck_channels))
-    for label in st.head_labels():
-        checks.append((_where(label, st), arch.choices[label], st.neck_channels, st.neck_channels))
+    checks += searched[backbone:]  # the neck's cells, then the head's
     for where, op, c_in, c_out in checks:
         try:
             op_cost(op, c_in, c_out, 1, 1, 1)

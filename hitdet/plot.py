@@ -19,7 +19,9 @@ from typing import Any
 from hitdet.architecture import Architecture
 from hitdet.errors import UserError
 from hitdet.run_files import SEARCH, read_metadata, read_metrics, run_kind, run_name
+from search_spaces.kinds import detector_kind
 from search_spaces.ops import OPS
+from search_spaces.panet import PANET
 from strategies.heatmap import FONT, HeatmapPanel, epochs_removed, heatmap_figure, ordered
 
 FAMILY_COLOURS = {"ir": "#8ecae6", "sep": "#ffb703", "conv": "#e07a5f", "skip": "#d9d9d9", "fixed": "#bdb2ff"}
@@ -86,45 +88,16 @@ def _sum_node(ax: Any, x: float, y: float) -> None:
             bbox={"boxstyle": "circle,pad=0.25", "fc": "white", "ec": "#333333", "lw": 0.7})
 
 
-def plot_architecture(arch: Architecture, out: str | os.PathLike[str], force: bool = False, dpi: int = DPI) -> Path:
-    """Backbone (stem at the bottom, coarse levels on top), the PANet neck's two paths, the head; ops by family."""
-    out = Path(out)
-    check_free([out], force)
-    st, ops = arch.structure, arch.sample()
-    rows: list[tuple[str, str, str]] = [("stem", f"{st.stem.op}  s{st.stem.stride}  {st.stem.out_channels}", "fixed")]
-    taps: list[int] = []
-    strides: list[int] = []
-    stride = st.stem.stride
-    labels = iter(st.backbone_labels())
-    for stage in st.stages:
-        for slot in stage:
-            label = next(labels)
-            stride *= slot.stride
-            rows.append((label.split("/")[1], f"{ops[label]}  s{slot.stride}  {slot.out_channels}", ops[label]))
-        taps.append(len(rows) - 1)
-        strides.append(stride)
-    for t in st.tail:
-        stride *= t.stride
-        rows.append(("tail", f"{t.op}  s{t.stride}  {t.out_channels}", "fixed"))
-    if st.tail:
-        taps[-1] = len(rows) - 1
-        strides[-1] = stride
+def _draw_neck(ax: Any, st: Any, ops: dict[str, str], ys: list[float], strides: list[int], h: float,
+               height: float) -> float:
+    """The neck beside the backbone's taps C1..C_L at heights ``ys``; returns the x where its outputs N_i stand.
 
-    h, step = 0.8, 1.0
-    height = len(rows) * step
-    fig = _figure(14.5, max(6.5, height * 0.42 + 2.2))
-    ax = fig.add_subplot(1, 1, 1)
-    y_of = {}
-    for i, (name, text, op) in enumerate(rows):  # bottom-up: the image enters at the stem
-        y = i * step
-        y_of[i] = y + h / 2
-        _box(ax, 0, y, 4.2, h, text, FAMILY_COLOURS["fixed"] if op == "fixed" else _colour(op))
-        ax.text(-0.15, y + h / 2, name, ha="right", va="center", fontsize=FONT)
-    ax.text(2.1, height + 0.3, "backbone (op  stride  channels)", ha="center", fontsize=FONT + 3, weight="bold")
-
+    PANet's two paths are drawn as such; a neck of another kind as its cells, one row a level.
+    """
+    if st.neck_type != PANET:
+        return _draw_cells(ax, st, ops, ys, h, height)
     levels = st.num_levels
     lat, outs = st.neck_labels()[:levels], st.neck_labels()[levels:]
-    ys = [y_of[taps[i]] for i in range(levels)]
     x_lat, x_td, x_out, x_bu, x_conv, x_n = 5.0, 8.25, 9.0, 12.25, 12.75, 14.55
     for i in range(levels):
         y = ys[i]
@@ -166,9 +139,68 @@ def plot_architecture(arch: Architecture, out: str | os.PathLike[str], force: bo
                 style="italic")
         ax.text(x_n + 0.23, (ys[0] + ys[1]) / 2, "bottom-up path", rotation=90, va="center", fontsize=FONT,
                 style="italic")
+    return x_n
+
+
+def _draw_cells(ax: Any, st: Any, ops: dict[str, str], ys: list[float], h: float, height: float) -> float:
+    """A neck of another kind than PANet: its cells in label order, spread over the levels' rows."""
+    labels = st.neck_labels()
+    per_row = -(-len(labels) // len(ys))
+    x0, width = 5.0, 8.6 / per_row
+    for i, label in enumerate(labels):
+        y, col = ys[min(i // per_row, len(ys) - 1)], i % per_row
+        text = f"{label.split('/')[1]}: {ops[label]}"
+        _box(ax, x0 + col * width, y - h / 2, width - 0.15, h, text, _colour(ops[label]))
+    for i, y in enumerate(ys):
+        _arrow(ax, 4.2, y, x0, y)
+        ax.text(4.3, y + 0.12, f"C{i + 1}", fontsize=FONT + 1, weight="bold")
+    ax.text(x0 + 4.3, height + 0.3, f"neck ({st.neck_type}, {st.neck_channels} channels)", ha="center",
+            fontsize=FONT + 3, weight="bold")
+    return 14.55
+
+
+def plot_architecture(arch: Architecture, out: str | os.PathLike[str], force: bool = False, dpi: int = DPI) -> Path:
+    """Backbone (stem at the bottom, coarse levels on top), the PANet neck's two paths, the head; ops by family."""
+    out = Path(out)
+    check_free([out], force)
+    st, ops = arch.structure, arch.sample()
+    rows: list[tuple[str, str, str]] = [("stem", f"{st.stem.op}  s{st.stem.stride}  {st.stem.out_channels}", "fixed")]
+    taps: list[int] = []
+    strides: list[int] = []
+    stride = st.stem.stride
+    labels = iter(st.backbone_labels())
+    for stage in st.stages:
+        for slot in stage:
+            label = next(labels)
+            stride *= slot.stride
+            rows.append((label.split("/")[1], f"{ops[label]}  s{slot.stride}  {slot.out_channels}", ops[label]))
+        taps.append(len(rows) - 1)
+        strides.append(stride)
+    for t in st.tail:
+        stride *= t.stride
+        rows.append(("tail", f"{t.op}  s{t.stride}  {t.out_channels}", "fixed"))
+    if st.tail:
+        taps[-1] = len(rows) - 1
+        strides[-1] = stride
+
+    h, step = 0.8, 1.0
+    height = len(rows) * step
+    fig = _figure(14.5, max(6.5, height * 0.42 + 2.2))
+    ax = fig.add_subplot(1, 1, 1)
+    y_of = {}
+    for i, (name, text, op) in enumerate(rows):  # bottom-up: the image enters at the stem
+        y = i * step
+        y_of[i] = y + h / 2
+        _box(ax, 0, y, 4.2, h, text, FAMILY_COLOURS["fixed"] if op == "fixed" else _colour(op))
+        ax.text(-0.15, y + h / 2, name, ha="right", va="center", fontsize=FONT)
+    ax.text(2.1, height + 0.3, "backbone (op  stride  channels)", ha="center", fontsize=FONT + 3, weight="bold")
+
+    levels = st.num_levels
+    ys = [y_of[taps[i]] for i in range(levels)]
+    x_n = _draw_neck(ax, st, ops, ys, strides, h, height)
 
     x_head = 16.0
-    two_stage = arch.detector_type != "retinanet"
+    two_stage = detector_kind(arch.detector_type).two_stage
     head_rows = [(f"RoIAlign {st.roi_size}x{st.roi_size} on N1..N{levels}", "fixed")] if two_stage else []
     half = len(st.head_labels()) // 2  # one-stage: the first half is the class tower, the rest the box tower
     head_rows += [

@@ -33,6 +33,7 @@ from hitdet.config import load
 from hitdet.errors import UserError
 from hitdet.io import write_json_atomic
 from hitdet.training.config import TrainConfig
+from search_spaces.kinds import detector_kind, detector_types
 from search_spaces.positions import COMPONENTS, SpaceError, check_op_list, normalize_ops
 from search_spaces.quiet import quiet_nni_import
 from strategies.settings import SearchSettings
@@ -86,7 +87,7 @@ class SearchConfig:
     ``hitdet train``'s and the strategy's own ``SearchSettings``, each checking its own ranges.
     """
 
-    detector: str = "faster_rcnn"  # or "retinanet": the one-stage variant (paper Table 6)
+    detector: str = "faster_rcnn"  # a registered detector kind: "retinanet" is the one-stage variant (paper Table 6)
     structure: str = "released"  # the space's shape: "released" (the paper's) or "cpu" (small images, CPU runs)
     train: TrainConfig = field(default_factory=TrainConfig)
     strategy: SearchSettings = field(default_factory=SearchSettings)  # its mode is the command's
@@ -102,8 +103,8 @@ class SearchConfig:
         from search_spaces.ops import OPS
         from search_spaces.structure import STRUCTURES
 
-        if self.detector not in ("faster_rcnn", "retinanet"):
-            raise ValueError(f"detector: expected 'faster_rcnn' or 'retinanet', got {self.detector!r}")
+        if self.detector not in detector_types():
+            raise ValueError(f"detector: expected {' or '.join(map(repr, detector_types()))}, got {self.detector!r}")
         if self.structure not in STRUCTURES:
             raise ValueError(f"structure: expected one of {', '.join(STRUCTURES)}, got {self.structure!r}")
         if self.ops is not None:
@@ -289,8 +290,6 @@ def run_search(
     with quiet_nni_import():
         import pytorch_lightning as pl
 
-        from search_spaces import TrinitySpace
-
     from hitdet.data import dataset_folder, load_datasets
     from hitdet.runs import Run
     from search_spaces.detectors import DetectorSettings
@@ -317,13 +316,10 @@ def run_search(
     input_size = _input_size(cfg, settings)
     num_rois = cfg.num_rois or settings.box_batch_size_per_image
     ops = sub_spaces if mode == "search" else cfg.ops
-    if cfg.detector == "retinanet":
-        from search_spaces import RetinaNetSpace
-
-        structure = dataclasses.replace(structure, head_blocks=2 * structure.head_blocks)  # two towers
-        space = RetinaNetSpace(structure, ops, settings, input_size=input_size)
-    else:
-        space = TrinitySpace(structure, ops, settings, input_size=input_size, num_rois=num_rois)
+    kind = detector_kind(cfg.detector)
+    structure = kind.search_structure(structure)  # retinanet: the named structure's head blocks per tower
+    with quiet_nni_import():
+        space = kind.search_space(structure, ops, settings, input_size=input_size, num_rois=num_rois)
     if cfg.target_macs is not None:
         if mode != "search":
             raise UserError("target_macs: a MACs budget applies to the search, not to screening")

@@ -4,6 +4,10 @@ The op pool, the structures and the component skeletons need only torch/torchvis
 fixed detector builder uses them); the NNI spaces are imported on first use, so that
 ``import search_spaces`` does not import NNI: ``search_spaces.TrinitySpace`` (and the other
 names in ``_LAZY``) import it on first access, with NNI's import-time warnings filtered.
+
+Kinds of necks and detectors are registered by name (:mod:`search_spaces.kinds`); importing this
+package registers the built-in ones: the PANet neck (:mod:`search_spaces.panet`) and the
+``faster_rcnn`` and ``retinanet`` detectors (:mod:`search_spaces.detectors`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from search_spaces import detectors as _detectors  # noqa: F401 - registers faster_rcnn and retinanet
+from search_spaces import panet as _panet  # noqa: F401 - registers the PANet neck
+from search_spaces.kinds import (
+    DetectorKind,
+    NeckKind,
+    detector_kind,
+    detector_types,
+    neck_kind,
+    neck_types,
+    register_detector,
+    register_neck,
+)
 from search_spaces.ops import OP_NAMES, OPS, Cost, OpSpec, build_op, op_cost
 from search_spaces.positions import (
     Position,
@@ -38,6 +54,14 @@ __all__ = [
     "detector_positions",
     "normalize_ops",
     "SpaceError",
+    "NeckKind",
+    "DetectorKind",
+    "register_neck",
+    "register_detector",
+    "neck_kind",
+    "detector_kind",
+    "neck_types",
+    "detector_types",
 ]
 
 # name -> module that defines it, imported on first access. The NNI spaces import NNI (so they
@@ -50,6 +74,7 @@ _LAZY: dict[str, str] = {
     "SpaceInfo": "search_spaces.spaces",
     "BackboneSpace": "search_spaces.spaces",
     "NeckSpace": "search_spaces.spaces",
+    "neck_space_class": "search_spaces.spaces",
     "HeadSpace": "search_spaces.spaces",
     "TrinitySpace": "search_spaces.spaces",
     "space_info": "search_spaces.spaces",

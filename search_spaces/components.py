@@ -9,23 +9,16 @@ decoded from it.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from search_spaces.kinds import neck_kind
 from search_spaces.ops import build_op
-from search_spaces.structure import (
-    DetectorStructure,
-    FixedLayer,
-    Slot,
-    backbone_label,
-    head_label,
-    neck_lateral_label,
-    neck_out_label,
-)
+from search_spaces.panet import PANetNeck as PANetNeck  # re-exported: the PANet neck's skeleton, in its kind's file
+from search_spaces.structure import DetectorStructure, FixedLayer, Slot, backbone_label, head_label
 
 BlockFactory = Callable[[str, int, int, int], nn.Module]
 
@@ -89,58 +82,6 @@ class Backbone(nn.Module):
         return feats
 
 
-class PANetNeck(nn.Module):
-    """PANet-style neck: searched laterals, top-down sum, searched output cells, fixed bottom-up path.
-
-    L_i = lateral_i(C_i); P_L = L_L, P_i = L_i + up(P_{i+1}); O_i = out_i(P_i);
-    N_1 = O_1, N_{i+1} = conv3x3(maxpool2(N_i) + O_{i+1}).
-    With ``extra_level`` a stride-2 max-pool of N_L is appended for the RPN.
-    Returns an ``OrderedDict`` named "0".."L-1" (and "pool"), as torchvision's FPN does.
-    """
-
-    def __init__(
-        self,
-        in_channels: Sequence[int],
-        channels: int,
-        make_block: BlockFactory,
-        extra_level: bool = True,
-    ) -> None:
-        super().__init__()
-        levels = range(1, len(in_channels) + 1)
-        self.out_channels = channels
-        self.extra_level = extra_level
-        self.laterals = nn.ModuleList(
-            make_block(neck_lateral_label(i), c, channels, 1) for i, c in zip(levels, in_channels, strict=True)
-        )
-        self.outs = nn.ModuleList(make_block(neck_out_label(i), channels, channels, 1) for i in levels)
-        self.bottom_up = nn.ModuleList(
-            nn.Conv2d(channels, channels, 3, padding=1) for _ in range(len(in_channels) - 1)
-        )
-
-    def forward(self, feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        # Written for TorchScript as well as eager mode (``hitdet export``): indexed loops over
-        # the ModuleLists instead of zip/reversed, and a Dict[str, Tensor] as torchvision's FPN returns.
-        lat: list[torch.Tensor] = []
-        for i, cell in enumerate(self.laterals):
-            lat.append(cell(feats[i]))
-        top_down: list[torch.Tensor] = [lat[-1]]
-        for i in range(len(lat) - 2, -1, -1):
-            x = lat[i]
-            top_down.insert(0, x + F.interpolate(top_down[0], size=x.shape[-2:], mode="nearest"))
-        outs: list[torch.Tensor] = []
-        for i, cell in enumerate(self.outs):
-            outs.append(cell(top_down[i]))
-        bottom_up: list[torch.Tensor] = [outs[0]]
-        for i, conv in enumerate(self.bottom_up):
-            bottom_up.append(conv(F.max_pool2d(bottom_up[-1], 2, 2, ceil_mode=True) + outs[i + 1]))
-        result: dict[str, torch.Tensor] = OrderedDict()
-        for i, n in enumerate(bottom_up):
-            result[str(i)] = n
-        if self.extra_level:
-            result["pool"] = F.max_pool2d(bottom_up[-1], 1, 2)
-        return result
-
-
 class BlockHead(nn.Module):
     """RoI box head: searched blocks at RoI resolution, flatten, one fc + ReLU (the paper's 4c1fc)."""
 
@@ -173,8 +114,10 @@ def build_backbone(structure: DetectorStructure, make_block: BlockFactory) -> Ba
     return Backbone(structure.stages, make_block, structure.stem, structure.tail, structure.in_channels)
 
 
-def build_neck(structure: DetectorStructure, make_block: BlockFactory, extra_level: bool = True) -> PANetNeck:
-    return PANetNeck(structure.feature_channels(), structure.neck_channels, make_block, extra_level)
+def build_neck(structure: DetectorStructure, make_block: BlockFactory, extra_level: bool = True) -> nn.Module:
+    """The neck of the structure's kind (``structure.neck_type``; PANet by default)."""
+    return neck_kind(structure.neck_type).module(structure.feature_channels(), structure.neck_channels, make_block,
+                                                 extra_level)
 
 
 def build_head(structure: DetectorStructure, make_block: BlockFactory) -> BlockHead:

@@ -10,7 +10,8 @@ torchvision ``RetinaNet`` on the same backbone and neck with searched head tower
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from torch import nn
@@ -22,9 +23,14 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
 from search_spaces.components import BackboneWithNeck, BlockFactory, build_backbone, build_head, build_neck
+from search_spaces.kinds import DetectorKind, register_detector
+from search_spaces.ops import Cost, conv_cost, linear_cost, shared_over_levels
+from search_spaces.positions import Position, head_positions
 from search_spaces.structure import DetectorStructure, head_label
 
 ANCHOR_RATIOS = (0.5, 1.0, 2.0)
+RPN_ANCHORS = len(ANCHOR_RATIOS)  # one size x three ratios per level
+RETINA_ANCHORS = 9  # three scales x three ratios per level
 
 
 @dataclass
@@ -215,3 +221,83 @@ def retinanet_kwargs(
 def retinanet(structure: DetectorStructure, settings: DetectorSettings, make_block: BlockFactory) -> RetinaNet:
     """The one-stage detector: searched backbone and neck, RetinaNet head with searched towers."""
     return RetinaNet(**retinanet_kwargs(structure, settings, make_block))
+
+
+# ----------------------------------------------------------------------------- the two kinds, registered
+
+
+class FasterRCNNKind(DetectorKind):
+    """The two-stage Hit-Detector: an RPN on the neck's levels, a searched RoI head run once per RoI."""
+
+    name = "faster_rcnn"
+    two_stage = True
+    space = "search_spaces.spaces:TrinitySpace"
+
+    def head_positions(self, structure: DetectorStructure, level_sizes: Sequence[tuple[int, int]],
+                       num_rois: int) -> list[Position]:
+        return head_positions(structure.neck_channels, structure.roi_size, structure.head_blocks, num_rois)
+
+    def fixed_cost(self, structure: DetectorStructure, num_classes: int, level_sizes: Sequence[tuple[int, int]],
+                   num_rois: int) -> dict[str, Cost]:
+        """The RPN (3x3 conv + objectness and box 1x1 convs, shared by the levels) and the fc + predictor per RoI."""
+        c, r = structure.neck_channels, structure.roi_size
+        rpn = shared_over_levels([conv_cost(c, c, 3, h, w) + conv_cost(c, RPN_ANCHORS, 1, h, w)
+                                  + conv_cost(c, 4 * RPN_ANCHORS, 1, h, w) for h, w in level_sizes])
+        per_roi = linear_cost(c * r * r, structure.fc_channels) + linear_cost(structure.fc_channels, num_classes)
+        per_roi = per_roi + linear_cost(structure.fc_channels, 4 * num_classes)
+        return {"rpn": rpn, "head": per_roi.scale_macs(num_rois)}
+
+    def build(self, structure: DetectorStructure, settings: DetectorSettings, make_block: BlockFactory) -> nn.Module:
+        return faster_rcnn(structure, settings, make_block)
+
+
+class RetinaNetKind(DetectorKind):
+    """The one-stage variant (paper Table 6): RetinaNet's head with searched towers, run on every level."""
+
+    name = "retinanet"
+    two_stage = False
+    space = "search_spaces.onestage:RetinaNetSpace"
+
+    def check(self, structure: DetectorStructure) -> None:
+        if structure.head_blocks % 2:
+            raise ValueError(
+                "head.blocks: a RetinaNet head has two towers of equal depth (classification tower first, then "
+                f"box regression): expected an even number of blocks, got {structure.head_blocks}"
+            )
+
+    def search_structure(self, structure: DetectorStructure) -> DetectorStructure:
+        """A named structure's head blocks make each of the two towers."""
+        return replace(structure, head_blocks=2 * structure.head_blocks)
+
+    def head_positions(self, structure: DetectorStructure, level_sizes: Sequence[tuple[int, int]],
+                       num_rois: int) -> list[Position]:
+        return retina_head_positions(structure.neck_channels, structure.head_blocks // 2, list(level_sizes))
+
+    def fixed_cost(self, structure: DetectorStructure, num_classes: int, level_sizes: Sequence[tuple[int, int]],
+                   num_rois: int) -> dict[str, Cost]:
+        """The classification and box output convolutions (3x3), shared by the levels; no RPN."""
+        c = structure.neck_channels
+        return {"head": shared_over_levels([conv_cost(c, RETINA_ANCHORS * num_classes, 3, h, w)
+                                            + conv_cost(c, 4 * RETINA_ANCHORS, 3, h, w) for h, w in level_sizes])}
+
+    def build(self, structure: DetectorStructure, settings: DetectorSettings, make_block: BlockFactory) -> nn.Module:
+        return retinanet(structure, settings, make_block)
+
+    def search_space(self, structure: DetectorStructure, ops: Any, settings: DetectorSettings, *,
+                     input_size: tuple[int, int], num_rois: int) -> nn.Module:
+        return self.space_class()(structure, ops, settings, input_size=input_size)  # one pass per level: no RoIs
+
+
+def retina_head_positions(
+    channels: int, blocks_per_tower: int, level_sizes: list[tuple[int, int]]
+) -> list[Position]:
+    """Each tower block runs once per pyramid level: its MACs sum over ``level_sizes``."""
+    h, w = level_sizes[0]
+    return [
+        Position(head_label(i), "head", channels, channels, 1, h, w, levels=tuple(level_sizes))
+        for i in range(2 * blocks_per_tower)
+    ]
+
+
+register_detector(FasterRCNNKind())
+register_detector(RetinaNetKind())

@@ -20,13 +20,14 @@ from search_spaces.detectors import (
     DetectorSettings,
     retina_anchor_generator,
     retina_blocks_per_tower,
+    retina_head_positions,
     retinanet_kwargs,
     search_retina_towers,
 )
-from search_spaces.ops import op_output_size
-from search_spaces.positions import DEFAULT_INPUT_SIZE, OpsArg, Position, backbone_positions, normalize_ops
-from search_spaces.spaces import BackboneSpace, NeckSpace, SpaceInfo, _reject_shape_tracing, _structure
-from search_spaces.structure import DetectorStructure, head_label
+from search_spaces.kinds import neck_kind
+from search_spaces.positions import DEFAULT_INPUT_SIZE, OpsArg, backbone_positions, normalize_ops
+from search_spaces.spaces import BackboneSpace, SpaceInfo, _reject_shape_tracing, _structure, neck_space_class
+from search_spaces.structure import DetectorStructure
 
 __all__ = ["RetinaHeadSpace", "RetinaNetSpace", "retina_structure", "retina_level_sizes"]
 
@@ -40,19 +41,7 @@ def retina_structure(structure: DetectorStructure | None = None) -> DetectorStru
 
 def retina_level_sizes(structure: DetectorStructure, input_size: tuple[int, int]) -> list[tuple[int, int]]:
     """Sizes of the levels the RetinaNet head runs on: the neck's L levels and the stride-2 "pool" level."""
-    sizes = backbone_positions(structure, input_size)[1]
-    return [*sizes, op_output_size("skip", 2, *sizes[-1])]
-
-
-def retina_head_positions(
-    channels: int, blocks_per_tower: int, level_sizes: list[tuple[int, int]]
-) -> list[Position]:
-    """Each tower block runs once per pyramid level: its MACs sum over ``level_sizes``."""
-    h, w = level_sizes[0]
-    return [
-        Position(head_label(i), "head", channels, channels, 1, h, w, levels=tuple(level_sizes))
-        for i in range(2 * blocks_per_tower)
-    ]
+    return neck_kind(structure.neck_type).output_sizes(backbone_positions(structure, input_size)[1])
 
 
 class RetinaHeadSpace(RetinaNetHead, SpaceInfo, ModelSpace):
@@ -98,7 +87,7 @@ class RetinaNetSpace(RetinaNet, SpaceInfo, ModelSpace):
         self.ops = normalize_ops(ops)
         self.input_size = tuple(input_size)
         body = BackboneSpace(st, self.ops, input_size=self.input_size)
-        neck = NeckSpace(st, self.ops, input_size=self.input_size)
+        neck = neck_space_class(st.neck_type)(st, self.ops, input_size=self.input_size)
         levels = st.num_levels + 1
         anchors = retina_anchor_generator(levels, self.settings.anchor_base)
         head = RetinaHeadSpace(

@@ -23,6 +23,9 @@ __all__ = [
     "build_op",
     "op_cost",
     "conv_out_size",
+    "conv_cost",
+    "linear_cost",
+    "shared_over_levels",
     "parse_op_name",
 ]
 
@@ -226,3 +229,22 @@ def op_output_size(name: str | OpSpec, stride: int, height: int, width: int) -> 
         conv_out_size(height, spec.kernel, stride, spec.dilation),
         conv_out_size(width, spec.kernel, stride, spec.dilation),
     )
+
+
+# ---------------------------------------------------------------- costs of the fixed layers around the ops
+
+
+def conv_cost(cin: int, cout: int, k: int, h: int, w: int, bias: bool = True) -> Cost:
+    """A plain ``k`` x ``k`` convolution (with its bias) whose output is ``h`` x ``w``."""
+    weights = cin * cout * k * k
+    return Cost(weights + (cout if bias else 0), weights * h * w)
+
+
+def linear_cost(cin: int, cout: int) -> Cost:
+    """A linear layer with bias, applied once."""
+    return Cost(cin * cout + cout, cin * cout)
+
+
+def shared_over_levels(levels: list[Cost]) -> Cost:
+    """A head applied to every pyramid level: its weights count once, its MACs once per level."""
+    return Cost(levels[0].params, sum(level.macs for level in levels))

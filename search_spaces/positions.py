@@ -11,14 +11,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from search_spaces.kinds import detector_kind, neck_kind
 from search_spaces.ops import OP_NAMES, OPS, op_cost, op_output_size
-from search_spaces.structure import (
-    DetectorStructure,
-    backbone_label,
-    head_label,
-    neck_lateral_label,
-    neck_out_label,
-)
+from search_spaces.structure import DetectorStructure, backbone_label, head_label
 
 COMPONENTS: tuple[str, ...] = ("backbone", "neck", "head")  # the searched components (costs add the "rpn")
 DEFAULT_INPUT_SIZE: tuple[int, int] = (800, 1216)  # 800x1200 padded to a multiple of 32
@@ -121,18 +116,11 @@ def level_sizes(input_size: tuple[int, int], strides: Sequence[int]) -> list[tup
     return [(math.ceil(input_size[0] / s), math.ceil(input_size[1] / s)) for s in strides]
 
 
-def neck_positions(in_channels: Sequence[int], channels: int, sizes: Sequence[tuple[int, int]]) -> list[Position]:
-    """The PANet neck's lateral cells (C_i -> channels) then its output cells (channels -> channels)."""
-    levels = range(1, len(in_channels) + 1)
-    lat = [
-        Position(neck_lateral_label(i), "neck", c, channels, 1, h, w)
-        for i, c, (h, w) in zip(levels, in_channels, sizes, strict=True)
-    ]
-    out = [
-        Position(neck_out_label(i), "neck", channels, channels, 1, h, w)
-        for i, (h, w) in zip(levels, sizes, strict=True)
-    ]
-    return lat + out
+def neck_positions(
+    in_channels: Sequence[int], channels: int, sizes: Sequence[tuple[int, int]], neck_type: str = "panet"
+) -> list[Position]:
+    """The neck's cells, as its kind places them (PANet: the laterals C_i -> channels, then the outputs)."""
+    return neck_kind(neck_type).positions(in_channels, channels, sizes)
 
 
 def head_positions(channels: int, roi_size: int, num_blocks: int, num_rois: int = DEFAULT_NUM_ROIS) -> list[Position]:
@@ -147,12 +135,18 @@ def detector_positions(
     structure: DetectorStructure,
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
     num_rois: int = DEFAULT_NUM_ROIS,
+    detector_type: str = "faster_rcnn",
 ) -> list[Position]:
-    """Every searched position of the two-stage detector, in the structure's label order."""
+    """Every searched position of a detector, in the structure's label order.
+
+    The backbone's, then the neck's (its kind's, ``structure.neck_type``), then the head's (the
+    detector kind's: a two-stage RoI head runs ``num_rois`` times, a one-stage head once per level).
+    """
     bb, sizes = backbone_positions(structure, input_size)
-    neck = neck_positions(structure.feature_channels(), structure.neck_channels, sizes)
-    head = head_positions(structure.neck_channels, structure.roi_size, structure.head_blocks, num_rois)
-    return bb + neck + head
+    neck = neck_kind(structure.neck_type)
+    cells = neck.positions(structure.feature_channels(), structure.neck_channels, sizes)
+    head = detector_kind(detector_type).head_positions(structure, neck.output_sizes(sizes), num_rois)
+    return bb + cells + head
 
 
 def candidate_macs(positions: Sequence[Position], ops: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:

@@ -22,8 +22,10 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
 from search_spaces.choices import ModelSpace, SpaceError, layer_choice_factory
-from search_spaces.components import Backbone, BlockHead, PANetNeck
+from search_spaces.components import Backbone, BlockHead
 from search_spaces.detectors import DetectorSettings, faster_rcnn
+from search_spaces.kinds import neck_kind
+from search_spaces.panet import PANET, PANetNeck
 from search_spaces.positions import (
     DEFAULT_INPUT_SIZE,
     DEFAULT_NUM_ROIS,
@@ -33,13 +35,12 @@ from search_spaces.positions import (
     candidate_macs,
     head_positions,
     level_sizes,
-    neck_positions,
     normalize_ops,
     position_choices,
 )
-from search_spaces.structure import DetectorStructure
+from search_spaces.structure import DEFAULT_NECK, DetectorStructure
 
-__all__ = ["SpaceInfo", "BackboneSpace", "NeckSpace", "HeadSpace", "TrinitySpace", "space_info"]
+__all__ = ["SpaceInfo", "BackboneSpace", "NeckSpace", "HeadSpace", "TrinitySpace", "neck_space_class", "space_info"]
 
 
 class SpaceInfo:
@@ -120,14 +121,14 @@ class BackboneSpace(Backbone, SpaceInfo, ModelSpace):
         Backbone.__init__(self, st.stages, layer_choice_factory(self.ops), st.stem, st.tail, st.in_channels)
 
 
-class NeckSpace(PANetNeck, SpaceInfo, ModelSpace):
-    """Searched PANet neck: L lateral cells and L output cells (8 for four levels).
+class _KindNeckSpace(SpaceInfo):
+    """A neck kind's module as an NNI space: a ``LayerChoice`` per cell, and the cells' positions.
 
-    By default its inputs are the structure's backbone outputs; to put it behind another
-    backbone give ``in_channels`` (and ``strides`` of those features, for
-    :meth:`candidate_macs`; default 4, 8, 16, ...). ``forward([C1..C_L])`` returns an
-    ``OrderedDict`` "0".."L-1" (+ "pool" with ``extra_level``), like torchvision's FPN.
+    Mixed in before the kind's module class (:func:`neck_space_class`), so that the space has the
+    module names and parameters of the fixed neck; ``neck_type`` names the kind.
     """
+
+    neck_type: str = DEFAULT_NECK
 
     def __init__(
         self,
@@ -157,8 +158,34 @@ class NeckSpace(PANetNeck, SpaceInfo, ModelSpace):
             if len(strides) != len(in_channels):
                 raise SpaceError(f"strides {strides} and in_channels {in_channels} must have the same length")
             sizes = level_sizes(self.input_size, strides)
-        self.positions = neck_positions(in_channels, channels, sizes)
-        PANetNeck.__init__(self, in_channels, channels, layer_choice_factory(self.ops), extra_level)
+        kind = neck_kind(self.neck_type)
+        self.positions = kind.positions(in_channels, channels, sizes)
+        kind.module_class.__init__(self, in_channels, channels, layer_choice_factory(self.ops), extra_level)
+
+
+class NeckSpace(_KindNeckSpace, PANetNeck, ModelSpace):
+    """Searched PANet neck: L lateral cells and L output cells (8 for four levels).
+
+    By default its inputs are the structure's backbone outputs; to put it behind another
+    backbone give ``in_channels`` (and ``strides`` of those features, for
+    :meth:`candidate_macs`; default 4, 8, 16, ...). ``forward([C1..C_L])`` returns an
+    ``OrderedDict`` "0".."L-1" (+ "pool" with ``extra_level``), like torchvision's FPN.
+    The space of another neck kind is :func:`neck_space_class`'s.
+    """
+
+    neck_type = PANET
+
+
+_NECK_SPACES: dict[str, type] = {PANET: NeckSpace}
+
+
+def neck_space_class(neck_type: str) -> type:
+    """The NNI space class of a registered neck kind: its module class with a choice per cell (made once)."""
+    if neck_type not in _NECK_SPACES:
+        module_class = neck_kind(neck_type).module_class
+        _NECK_SPACES[neck_type] = type(f"{module_class.__name__}Space", (_KindNeckSpace, module_class, ModelSpace),
+                                       {"neck_type": neck_type, "__module__": __name__})
+    return _NECK_SPACES[neck_type]
 
 
 class HeadSpace(BlockHead, SpaceInfo, ModelSpace):
@@ -220,7 +247,7 @@ class TrinitySpace(FasterRCNN, SpaceInfo, ModelSpace):
         self.input_size = tuple(input_size)
         self.num_rois = num_rois
         body = BackboneSpace(st, self.ops, input_size=self.input_size)
-        neck = NeckSpace(st, self.ops, input_size=self.input_size)
+        neck = neck_space_class(st.neck_type)(st, self.ops, input_size=self.input_size)
         head = HeadSpace(st, self.ops, num_rois=num_rois)
         self.positions = body.positions + neck.positions + head.positions
         det = faster_rcnn(st, self.settings, layer_choice_factory(self.ops), body=body, neck=neck, box_head=head)

@@ -3,12 +3,17 @@
 A structure says *where* the searched positions are; an architecture adds one op per label,
 a search space one op list per label. Both are built by the same component code
 (:mod:`search_spaces.components`), so a sample of a space and the architecture JSON made
-from it give the same modules. Pure Python: no torch, no NNI.
+from it give the same modules. The neck's cells are its kind's (:mod:`search_spaces.kinds`; PANet by
+default). Pure Python: no torch, no NNI.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+
+from search_spaces.kinds import neck_kind
+
+DEFAULT_NECK = "panet"
 
 
 @dataclass(frozen=True)
@@ -31,14 +36,6 @@ class Slot:
 def backbone_label(stage: int, block: int) -> str:
     """Label of block ``block`` (0-based) of stage ``stage`` (1-based, stage i produces C_i)."""
     return f"backbone/s{stage}_b{block}"
-
-
-def neck_lateral_label(level: int) -> str:
-    return f"neck/lateral{level}"
-
-
-def neck_out_label(level: int) -> str:
-    return f"neck/out{level}"
 
 
 def head_label(block: int) -> str:
@@ -73,6 +70,7 @@ class DetectorStructure:
     fc_channels: int = 512
     roi_size: int = 7
     in_channels: int = 3
+    neck_type: str = DEFAULT_NECK  # a registered neck kind (search_spaces.kinds); its cells are the neck's labels
 
     @property
     def num_levels(self) -> int:
@@ -82,8 +80,7 @@ class DetectorStructure:
         return [backbone_label(s + 1, b) for s, stage in enumerate(self.stages) for b in range(len(stage))]
 
     def neck_labels(self) -> list[str]:
-        levels = range(1, self.num_levels + 1)
-        return [neck_lateral_label(i) for i in levels] + [neck_out_label(i) for i in levels]
+        return neck_kind(self.neck_type).labels(self.num_levels)
 
     def head_labels(self) -> list[str]:
         return [head_label(i) for i in range(self.head_blocks)]
