@@ -79,7 +79,7 @@ SMOKE_SEARCH_COMMON = [
 ]
 SMOKE_SCREEN = [*SMOKE_SEARCH_COMMON, "train.epochs=2", "train.half_depth=true", "strategy.num_ops=2"]
 SMOKE_SEARCH = [*SMOKE_SEARCH_COMMON, "train.epochs=2"]
-SMOKE_TRAIN = ["epochs=1", "width=1.0", "batch_size=4", "warmup_iters=2"]  # the searched arch is already tiny
+SMOKE_TRAIN = ["epochs=1", "batch_size=4", "warmup_iters=2"]  # the searched arch is trained at its own channels
 SMOKE_IMAGES = (8, 4)  # synthetic train / val images
 
 

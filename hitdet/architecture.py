@@ -36,12 +36,21 @@ class ArchitectureError(UserError):
 
 @dataclass
 class Architecture:
+    """One detector: its structure, the op at every searched position, its detector settings.
+
+    It means one detector: :func:`hitdet.builder.build_detector` builds it at the channels it states.
+    ``preset`` names the shipped preset it was loaded as (``load_architecture("hit-detector")``), ""
+    otherwise; it is not part of the JSON, and a copy made with ``dataclasses.replace`` is no preset
+    (the field is not an ``__init__`` argument). A training recipe's ``preset_width`` applies to presets only.
+    """
+
     structure: DetectorStructure
     choices: dict[str, str]
     settings: DetectorSettings = field(default_factory=DetectorSettings)
     name: str = ""
     detector_type: str = "faster_rcnn"
     metadata: dict[str, Any] = field(default_factory=dict)
+    preset: str = field(default="", init=False, compare=False)
 
     def sample(self) -> dict[str, str]:
         """The NNI sample ``{label: op}`` of this architecture, in the structure's label order."""
@@ -98,6 +107,18 @@ class Architecture:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the JSON atomically (temporary file + rename)."""
         return write_json_atomic(path, self.to_dict())
+
+
+def width_record(arch: Architecture) -> str | None:
+    """How the channels of ``arch`` were scaled, in words (``hitdet info``), from its metadata's ``width`` record.
+
+    ``hitdet train`` records a width multiplier it applied (``width``, or a recipe's ``preset_width`` for a
+    preset); ``hitdet screen``/``search`` the one their supernet was scaled by (``train.width``).
+    """
+    record = arch.metadata.get("width")
+    if isinstance(record, dict) and isinstance(record.get("multiplier"), int | float):
+        return f"{record['multiplier']:g} x the channels of {record.get('of', '?')} (set by {record.get('by', '?')})"
+    return None
 
 
 def architecture_categories(arch: Architecture) -> list[int] | None:
@@ -320,7 +341,9 @@ def load_architecture(path_or_preset: str | os.PathLike[str]) -> Architecture:
     name = str(path_or_preset)
     preset = resources.files("hitdet.presets").joinpath(f"{name}.json")
     if not name.endswith(".json") and os.sep not in name and preset.is_file():
-        return from_dict(parse_json(preset.read_text(), f"preset {name}"), f"preset {name}")
+        arch = from_dict(parse_json(preset.read_text(), f"preset {name}"), f"preset {name}")
+        arch.preset = name
+        return arch
     path = Path(name)
     if not path.exists():
         hint = "" if name.endswith(".json") else f" (and no preset of that name; presets: {', '.join(preset_names())})"

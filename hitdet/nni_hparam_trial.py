@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     search_overrides = [o for o in overrides if not o.startswith("strategy.mu=")] if args.no_screen else overrides
     search_cfg = load_search_config("search", args.config, search_overrides)
     retrain_cfg = load_config(args.retrain_config, args.retrain_overrides, epochs=args.epochs)
-    # The found architecture already has the search's width and depth: retrain it as it is.
-    retrain_cfg = dataclasses.replace(retrain_cfg, width=1.0, half_depth=False)
+    # The found architecture already has the search's depth (and its channels, which a retraining keeps).
+    retrain_cfg = dataclasses.replace(retrain_cfg, half_depth=False)
     nni = import_nni()
 
     out.mkdir(parents=True, exist_ok=True)

@@ -8,10 +8,11 @@ multi-trial architecture search under nnictl is an HPO experiment over the searc
 
 reads ``nni.get_next_parameter()``, turns it into an :class:`~hitdet.architecture.Architecture`
 over the configured structure (``half_depth``: the 2+2+4+2 screening backbone, which must match
-the exported space; ``width`` scales the channels for training; the classes come from the
-data), trains it briefly with the shared :class:`~hitdet.training.module.DetectionModule`,
-reports the validation mAP after each epoch (``nni.report_intermediate_result``) and the last
-epoch's at the end (``nni.report_final_result``), as ``{"default": AP, "AP50": ..., ...}``.
+the exported space; the channels are the released ones, which ``width``, else the recipe's
+``preset_width``, scales for training; the classes come from the data), trains it briefly with
+the shared :class:`~hitdet.training.module.DetectionModule`, reports the validation mAP after each
+epoch (``nni.report_intermediate_result``) and the last epoch's at the end
+(``nni.report_final_result``), as ``{"default": AP, "AP50": ..., ...}``.
 
 Outside NNI (no tuner), give the sample with ``--params JSON`` or ``--params @sample.json``.
 Bad input (an unknown op or label, a missing dataset, a bad config) exits with code 2 and one
@@ -249,6 +250,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     nni = import_nni()
     ids = {"experiment": nni.get_experiment_id(), "trial": nni.get_trial_id(), "sequence": nni.get_sequence_id()}
     arch = architecture_from_parameters(parameters, cfg, name=f"nni-{ids['trial']}", metadata={"nni": ids})
+    if cfg.width is None:  # the sample has the released channels, as the preset: the recipe's preset width applies
+        cfg = dataclasses.replace(cfg, width=cfg.preset_width)
     from hitdet.runs import check_devices
 
     check_devices(args.accelerator, 1, "auto")  # before the trial folder is written

@@ -60,7 +60,6 @@ RECIPES: dict[str, dict[str, Any]] = {
             "schedule": "cosine",
             "warmup_iters": 20,
             "warmup_ratio": 0.1,
-            "width": 1.0,
             "detector": {
                 "min_size": 128,
                 "max_size": 160,
@@ -309,7 +308,7 @@ def run_search(
     structure = STRUCTURES[cfg.structure]
     if train_cfg.half_depth:
         structure = structure.half_depth()
-    if train_cfg.width != 1.0:
+    if train_cfg.width is not None:  # a narrower (or wider) supernet, only where asked for
         structure = structure.scaled(train_cfg.width)
     categories = train_ds.categories()
     settings = train_cfg.apply_to_settings(DetectorSettings(num_classes=len(categories) + 1))
@@ -425,7 +424,9 @@ def _write_results(
         summary["sub_spaces"] = str(write_json_atomic(out / "subspaces.json", result.sub_spaces.to_dict()))
         summary["kept"] = {c: list(v) for c, v in result.sub_spaces.kept.items()}
     else:
-        metadata = {**result.metadata, "categories": categories, "searched_width": train_cfg.width}
+        metadata = {**result.metadata, "categories": categories}
+        if train_cfg.width is not None:  # the JSON states the scaled channels; this says where they came from
+            metadata["width"] = {"multiplier": train_cfg.width, "of": f"structure {cfg.structure}", "by": "train.width"}
         arch = Architecture.from_sample(result.sample, structure, settings, name=f"hitdet-{out.name}",
                                         detector_type=cfg.detector, metadata=metadata)
         summary["architecture"] = str(arch.save(out / "architecture.json"))

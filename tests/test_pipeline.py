@@ -25,7 +25,7 @@ def demo(tmp_path_factory):
         val_images=8,
         screen=[*TINY, "train.epochs=3", "strategy.arch_start_epoch=1", "strategy.num_ops=3"],
         search=[*TINY, "train.epochs=2", "strategy.arch_start_epoch=1"],
-        train=["width=1.0", "epochs=1", "batch_size=4", "detector.min_size=64", "detector.max_size=80"],
+        train=["epochs=1", "batch_size=4", "detector.min_size=64", "detector.max_size=80"],
     )
     return out, run_demo(out, settings=settings, progress=False)
 

@@ -299,7 +299,7 @@ def test_train_starts_from_pretrained_backbone(arch_run: Path, arch_file: Path, 
     """``hitdet train --backbone-weights`` loads every backbone tensor; a mismatched file writes nothing."""
     det = work / "det"
     assert main(["data", "synth", "--out", str(det), "--train", "8", "--val", "4"]) == 0
-    common = ["--data", str(det), "--config", "synth-cpu", "--set", "width=1.0", "--epochs", "1", "--no-progress",
+    common = ["--data", str(det), "--config", "synth-cpu", "--epochs", "1", "--no-progress",
               "--set", "detector.min_size=64", "--set", "detector.max_size=80"]
     out = work / "train-pretrained"
     capsys.readouterr()

@@ -36,7 +36,8 @@ def test_run_folder_contents(run: dict[str, Path]) -> None:
     assert arch.settings.num_classes == len(SYNTH_CATEGORIES) + 1 and arch.settings.min_size == 64
     assert [c["id"] for c in arch.metadata["categories"]] == sorted(c["id"] for c in SYNTH_CATEGORIES)
     model = load_weights(build_detector(arch), out / "best.pt")
-    assert sum(p.numel() for p in model.parameters()) < 1_000_000  # the width-scaled preset
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000  # the preset at synth-cpu's preset_width
+    assert arch.metadata["width"] == {"multiplier": 0.125, "of": "preset hit-detector", "by": "preset_width"}
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1] and 0.0 <= history[0]["AP"] <= 1.0
 
@@ -134,3 +135,36 @@ def test_run_options_reach_the_trainer(run: dict[str, Path], tmp_path: Path) -> 
     assert seen == {"precision": "bf16-mixed", "batches": 1, "workers": 0, "steps": 1}
     saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert saved["precision"] == "bf16-mixed" and saved["steps_per_epoch"] == 1
+
+
+def test_a_searched_json_trains_at_the_channels_it_states(run: dict[str, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """The width trap, closed: ``hitdet train SEARCH/architecture.json --config synth-cpu`` builds the searched
+    detector (the search's parameter count), not a 1/8-width copy; a width is applied where asked for, and recorded."""
+    from hitdet.searching import load_search_config, run_search
+    from strategies import SubSpaces
+
+    sub = SubSpaces({c: ["ir_k3_e3", "sep_k3"] for c in ("backbone", "neck", "head")}).save(tmp_path / "sub.json")
+    cfg = load_search_config("search", "synth-cpu", [f"sub_spaces={sub}", "train.epochs=1", "steps_per_epoch=1",
+                                                     "train.detector.min_size=64", "train.detector.max_size=80"])
+    searched = run_search("search", tmp_path / "search", cfg, run["data"], progress=False)
+    tiny = ["--data", str(run["data"]), "--config", "synth-cpu", "--epochs", "1", "--set", "steps_per_epoch=1",
+            "--set", "detector.min_size=64", "--set", "detector.max_size=80", "--no-progress"]
+
+    assert main(["train", searched["architecture"], "--out", str(tmp_path / "as-is"), *tiny]) == 0
+    trained = load_architecture(tmp_path / "as-is" / "architecture.json")
+    assert trained.structure == load_architecture(searched["architecture"]).structure
+    params = sum(p.numel() for p in load_weights(build_detector(trained), tmp_path / "as-is" / "best.pt").parameters())
+    assert params == searched["detector"]["params"] > 1_000_000
+    assert "width" not in trained.metadata
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "as-is" / "architecture.json")]) == 0
+    assert "channels:" not in capsys.readouterr().out
+
+    assert main(["train", searched["architecture"], "--out", str(tmp_path / "half"), "--width", "0.5", *tiny]) == 0
+    half = load_architecture(tmp_path / "half" / "architecture.json")
+    assert half.structure == trained.structure.scaled(0.5)
+    assert half.metadata["width"] == {"multiplier": 0.5, "of": f"architecture {trained.name}", "by": "width"}
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "half" / "architecture.json")]) == 0
+    assert f"channels: 0.5 x the channels of architecture {trained.name} (set by width)" in capsys.readouterr().out

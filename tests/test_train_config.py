@@ -25,7 +25,7 @@ def test_yaml_recipe_overrides_and_flags(tmp_path: Path) -> None:
     cfg = load_config(f, ["milestones=[1, 2]", "detector.box_batch_size_per_image=32", "lr=null"], batch_size=4,
                       epochs=None)
     assert cfg.epochs == 3 and cfg.batch_size == 4 and cfg.milestones == [1, 2] and cfg.lr is None
-    assert cfg.width == RECIPES["synth-cpu"]["width"]
+    assert cfg.width is None and cfg.preset_width == RECIPES["synth-cpu"]["preset_width"]
     assert cfg.detector["min_size"] == 96 and cfg.detector["box_batch_size_per_image"] == 32
     assert cfg.detector["anchor_base"] == RECIPES["synth-cpu"]["detector"]["anchor_base"]  # merged, not replaced
     assert isinstance(load_config(f).lr, float)

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from hitdet.arch_cost import architecture_cost
-from hitdet.architecture import load_architecture
+from hitdet.architecture import load_architecture, width_record
 from hitdet.errors import UserError
 from search_spaces.costs import COST_COMPONENTS
 
@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     h, w = size
     print(f"{arch.name or args.arch}: {arch.detector_type}, {arch.settings.num_classes} classes (incl. background)")
     print(f"input {h}x{w}, {rois} RoIs; MACs are multiply-accumulates (1 MAC = 2 FLOPs)")
+    if width_record(arch):  # a run's architecture: the width multiplier it was trained or searched at
+        print(f"channels: {width_record(arch)}")
     print(f"{'component':<10} {'params':>14} {'params (M)':>11} {'MACs (G)':>10}")
     for k in keys:
         if k == "total":

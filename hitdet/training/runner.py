@@ -22,7 +22,7 @@ from typing import Any
 from torch.utils.data import DataLoader, Dataset
 
 from hitdet import data
-from hitdet.architecture import Architecture, architecture_categories
+from hitdet.architecture import Architecture, architecture_categories, width_record
 from hitdet.data import CocoDetection, dataset_folder, make_eval_loader, make_train_loader
 from hitdet.errors import UserError
 from hitdet.io import read_json_or_none, write_bytes_atomic, write_json_atomic
@@ -47,18 +47,48 @@ def load_datasets(
     return data.load_datasets(data_dir, cfg.hflip_prob, categories)
 
 
-def prepare_architecture(arch: Architecture, categories: list[dict[str, Any]], config: TrainConfig) -> Architecture:
-    """The architecture as it will be trained: width scaled, classes from the data, detector overrides.
+def train_width(arch: Architecture, config: TrainConfig) -> tuple[float, str] | None:
+    """The channel multiplier a training applies to ``arch``, and the config key that asked for it; None: none.
 
-    The category ids are stored in the metadata, so that evaluation maps labels back to the
-    same ids whatever dataset it reads.
+    An architecture JSON means one detector and is trained at the channels it states, unless the user sets
+    ``width`` (``--width``, ``--set width=...``, a config file's ``width:``). A shipped preset (the released
+    channels, sized for COCO) takes the recipe's ``preset_width`` instead when ``width`` is not set: 0.125 in
+    ``synth-cpu``, so that the released detector fits a CPU.
     """
-    if "trained_width" in arch.metadata and config.width != 1.0:
-        warnings.warn(f"{arch.name or 'architecture'}: already trained at width {arch.metadata['trained_width']}; "
-                      f"width {config.width} scales it again", UserWarning, stacklevel=2)
+    if config.width is not None:
+        return config.width, "width"
+    if arch.preset and config.preset_width != 1.0:
+        return config.preset_width, "preset_width"
+    return None
+
+
+def prepare_architecture(arch: Architecture, categories: list[dict[str, Any]], config: TrainConfig) -> Architecture:
+    """The architecture as it will be trained: classes from the data, detector overrides, a width if asked for.
+
+    The category ids are stored in the metadata, so that evaluation maps labels back to the same ids
+    whatever dataset it reads; a width multiplier (:func:`train_width`) is recorded there too
+    (``metadata.width``: multiplier, of what, set by which key), which ``hitdet info`` shows.
+
+    Args:
+        arch: the architecture to train (a JSON's, or a preset).
+        categories: the dataset's categories (``{"id", "name"}``), in label order.
+        config: the training config.
+
+    Returns:
+        The architecture the run saves as ``RUN/architecture.json`` and builds.
+    """
+    width = train_width(arch, config)
+    metadata = dict(arch.metadata)
+    if width is not None:
+        if "width" in arch.metadata:
+            warnings.warn(f"{arch.name or 'architecture'}: its channels are already scaled "
+                          f"({width_record(arch)}); {width[1]} {width[0]:g} scales them again", UserWarning,
+                          stacklevel=2)
+        metadata["width"] = {"multiplier": width[0], "of": f"preset {arch.preset}" if arch.preset
+                             else f"architecture {arch.name or '(unnamed)'}", "by": width[1]}
     if config.half_depth:
         arch = half_depth_architecture(arch)
-    structure = arch.structure.scaled(config.width) if config.width != 1.0 else arch.structure
+    structure = arch.structure.scaled(width[0]) if width is not None else arch.structure
     settings = dataclasses.replace(arch.settings, num_classes=len(categories) + 1)
     try:
         settings = config.apply_to_settings(settings)
@@ -67,8 +97,7 @@ def prepare_architecture(arch: Architecture, categories: list[dict[str, Any]], c
     if settings.num_classes != len(categories) + 1:
         raise UserError(f"config: detector.num_classes: the data has {len(categories)} classes + background, "
                         f"got {settings.num_classes}")
-    metadata = {**arch.metadata, "categories": categories, "trained_width": config.width,
-                "trained_half_depth": config.half_depth}
+    metadata.update(categories=categories, trained_half_depth=config.half_depth)
     return dataclasses.replace(arch, structure=structure, settings=settings, metadata=metadata)
 
 
