@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,12 +36,10 @@ from hitdet.errors import UserError
 from hitdet.io import write_json_atomic
 from hitdet.nni_trial import (
     add_training_arguments,
-    check_limit,
     import_nni,
     metric,
-    output_dir,
-    read_parameters,
     train_and_report,
+    trial_inputs,
 )
 from hitdet.nni_trial import main as _main
 
@@ -83,12 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     from hitdet.searching import load_search_config, run_search
     from hitdet.training.config import load_config
 
-    limit = check_limit(args.limit_train_batches)
-    out = output_dir(args.out)
-    data = args.data or os.environ.get("HITDET_DATA")
-    if data is not None and not Path(data).is_dir():
-        raise UserError(f"{data}: dataset folder not found")
-    parameters = read_parameters(args.params)
+    limit, out, data, parameters = trial_inputs(args)
     overrides = list(args.overrides) + strategy_overrides(parameters)
     if args.search_epochs is not None:
         overrides.append(f"train.epochs={args.search_epochs}")

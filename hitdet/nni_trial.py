@@ -238,15 +238,20 @@ def check_limit(value: int | None) -> int | None:
     return value
 
 
-def run(args: argparse.Namespace) -> dict[str, float]:
-    """Sample -> architecture -> short training -> reported metrics; returns the final metric."""
-    cfg = load_config(args.config, args.overrides, epochs=args.epochs)
+def trial_inputs(args: argparse.Namespace) -> tuple[int | None, Path, str | None, dict[str, Any]]:
+    """What every trial reads first, checked: the step limit, the trial folder, the dataset, the parameters."""
     limit = check_limit(args.limit_train_batches)
     out = output_dir(args.out)
     data = args.data or os.environ.get("HITDET_DATA")
     if data is not None and not Path(data).is_dir():
         raise UserError(f"{data}: dataset folder not found")
-    parameters = read_parameters(args.params)
+    return limit, out, data, read_parameters(args.params)
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    """Sample -> architecture -> short training -> reported metrics; returns the final metric."""
+    cfg = load_config(args.config, args.overrides, epochs=args.epochs)
+    limit, out, data, parameters = trial_inputs(args)
     nni = import_nni()
     ids = {"experiment": nni.get_experiment_id(), "trial": nni.get_trial_id(), "sequence": nni.get_sequence_id()}
     arch = architecture_from_parameters(parameters, cfg, name=f"nni-{ids['trial']}", metadata={"nni": ids})

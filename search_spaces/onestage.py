@@ -26,7 +26,7 @@ from search_spaces.detectors import (
 )
 from search_spaces.kinds import neck_kind
 from search_spaces.positions import DEFAULT_INPUT_SIZE, OpsArg, backbone_positions, normalize_ops
-from search_spaces.spaces import BackboneSpace, SpaceInfo, _reject_shape_tracing, _structure, neck_space_class
+from search_spaces.spaces import SpaceInfo, _body_and_neck, _record, _reject_shape_tracing, _structure
 from search_spaces.structure import DetectorStructure
 
 __all__ = ["RetinaHeadSpace", "RetinaNetSpace", "retina_structure", "retina_level_sizes"]
@@ -81,13 +81,9 @@ class RetinaNetSpace(RetinaNet, SpaceInfo, ModelSpace):
         half_depth: bool = False,
         input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
     ) -> None:
-        st = _structure(retina_structure(structure), half_depth)
-        self.structure = st
+        st = _record(self, _structure(retina_structure(structure), half_depth), ops, input_size)
         self.settings = settings or DetectorSettings()
-        self.ops = normalize_ops(ops)
-        self.input_size = tuple(input_size)
-        body = BackboneSpace(st, self.ops, input_size=self.input_size)
-        neck = neck_space_class(st.neck_type)(st, self.ops, input_size=self.input_size)
+        body, neck = _body_and_neck(self)
         levels = st.num_levels + 1
         anchors = retina_anchor_generator(levels, self.settings.anchor_base)
         head = RetinaHeadSpace(

@@ -96,6 +96,21 @@ def _structure(structure: DetectorStructure | None, half_depth: bool) -> Detecto
     return structure.half_depth() if half_depth else structure
 
 
+def _record(space: Any, structure: DetectorStructure, ops: OpsArg, input_size: tuple[int, int]) -> DetectorStructure:
+    """What every space keeps about itself: its structure, the op list of each component, its input size."""
+    space.structure = structure
+    space.ops = normalize_ops(ops)
+    space.input_size = tuple(input_size)
+    return structure
+
+
+def _body_and_neck(space: Any) -> tuple[BackboneSpace, nn.Module]:
+    """A detector space's searched backbone and neck (of its structure's neck kind), on its ops and input size."""
+    st = space.structure
+    return (BackboneSpace(st, space.ops, input_size=space.input_size),
+            neck_space_class(st.neck_type)(st, space.ops, input_size=space.input_size))
+
+
 class BackboneSpace(Backbone, SpaceInfo, ModelSpace):
     """Searched backbone: fixed stem, one ``LayerChoice`` per block of each stage, fixed tail.
 
@@ -113,10 +128,7 @@ class BackboneSpace(Backbone, SpaceInfo, ModelSpace):
         half_depth: bool = False,
         input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
     ) -> None:
-        st = _structure(structure, half_depth)
-        self.structure = st
-        self.ops = normalize_ops(ops)
-        self.input_size = tuple(input_size)
+        st = _record(self, _structure(structure, half_depth), ops, input_size)
         self.positions, self.level_sizes = backbone_positions(st, self.input_size)
         Backbone.__init__(self, st.stages, layer_choice_factory(self.ops), st.stem, st.tail, st.in_channels)
 
@@ -142,10 +154,7 @@ class _KindNeckSpace(SpaceInfo):
         half_depth: bool = False,
         input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
     ) -> None:
-        st = _structure(structure, half_depth)
-        self.structure = st
-        self.ops = normalize_ops(ops)
-        self.input_size = tuple(input_size)
+        st = _record(self, _structure(structure, half_depth), ops, input_size)
         channels = channels or st.neck_channels
         if in_channels is None:
             if strides is not None:
@@ -240,14 +249,10 @@ class TrinitySpace(FasterRCNN, SpaceInfo, ModelSpace):
         input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
         num_rois: int = DEFAULT_NUM_ROIS,
     ) -> None:
-        st = _structure(structure, half_depth)
-        self.structure = st
+        st = _record(self, _structure(structure, half_depth), ops, input_size)
         self.settings = settings or DetectorSettings()
-        self.ops = normalize_ops(ops)
-        self.input_size = tuple(input_size)
         self.num_rois = num_rois
-        body = BackboneSpace(st, self.ops, input_size=self.input_size)
-        neck = neck_space_class(st.neck_type)(st, self.ops, input_size=self.input_size)
+        body, neck = _body_and_neck(self)
         head = HeadSpace(st, self.ops, num_rois=num_rois)
         self.positions = body.positions + neck.positions + head.positions
         det = faster_rcnn(st, self.settings, layer_choice_factory(self.ops), body=body, neck=neck, box_head=head)

@@ -9,6 +9,19 @@ from hitdet.errors import UserError
 from hitdet.training.config import PRECISIONS
 
 
+def add_config_options(p: argparse.ArgumentParser, *, out: str, config: str, example: str, section: str = "") -> None:
+    """--out, --config, --set and --epochs of a command that writes a run, with one wording everywhere.
+
+    ``out``/``config``: what the run folder holds and which recipes there are; ``example``: a ``--set``
+    example; ``section``: where ``epochs`` lives in the config ("train." for screen/search).
+    """
+    p.add_argument("--out", required=True, help=f"run folder ({out})")
+    p.add_argument("--config", help=f"YAML config file or recipe name: {config}")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a config key (repeatable), e.g. --set {example}")
+    p.add_argument("--epochs", type=int, help=f"shortcut for --set {section}epochs=N")
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """--resume, --force and the Lightning device options, with one wording everywhere."""
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from checkpoints/last.ckpt")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hitdet.commands.common import add_run_options, parse_devices, print_config, run_flags
+from hitdet.commands.common import add_config_options, add_run_options, parse_devices, print_config, run_flags
 from hitdet.errors import UserError
 
 
@@ -37,15 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (default 1; tiny CPU runs)")
     p.add_argument("--data", required=True, help="classification folder in ImageFolder layout (train/ and val/)")
-    p.add_argument("--out", required=True, help="run folder (backbone.pt, pretrain.json, checkpoints, logs)")
-    p.add_argument(
-        "--config",
-        help="YAML config file or recipe: supernet (10 epochs), searched (300 epochs), synth-cpu; "
-        "default: supernet for --space, searched for --arch",
-    )
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (repeatable), e.g. --set label_smoothing=0.1")
-    p.add_argument("--epochs", type=int, help="shortcut for --set epochs=N")
+    add_config_options(p, out="backbone.pt, pretrain.json, checkpoints, logs",
+                       config="supernet (10 epochs), searched (300 epochs), synth-cpu; default: supernet for "
+                       "--space, searched for --arch", example="label_smoothing=0.1")
     p.add_argument("--batch-size", type=int, help="images per device per step")
     p.add_argument("--lr", type=float, help="learning rate for 256 images per step (scaled by the total batch)")
     p.add_argument("--image-size", type=int, help="crop size in pixels (default 224)")

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from hitdet.commands.common import add_run_options, parse_devices, print_config, run_flags
+from hitdet.commands.common import add_config_options, add_run_options, parse_devices, print_config, run_flags
 from hitdet.errors import UserError
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="COCO-format dataset folder (default: the built-in synthetic dataset)")
-    p.add_argument("--out", required=True, help="run folder to create")
-    p.add_argument("--config", help="YAML config or a recipe name (paper, synth-cpu)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. train.epochs=2 or strategy.mu=0.2 (repeatable)")
-    p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
+    add_config_options(p, out="sub spaces or architecture, checkpoints, logs", config="paper, synth-cpu",
+                       example="train.epochs=2 --set strategy.mu=0.2", section="train.")
     p.add_argument("--backbone-weights", help="pretrained supernet backbone (hitdet pretrain --space)")
     add_run_options(p)
 
@@ -58,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         flags.update({"--sub-spaces": ("sub_spaces", args.sub_spaces or None),
                       "--lambda": ("strategy.penalty_lambda", args.lam),
                       "--target-macs": ("target_macs", args.target_macs)})
-    cfg = load_search_config(args.mode, config_file(args.out, args.config, args.resume), args.set, flags=flags)
+    cfg = load_search_config(args.mode, config_file(args.out, args.config, args.resume), args.overrides, flags=flags)
     if args.print_config:
         return print_config(cfg.to_dict())
     summary = run_search(

@@ -5,21 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hitdet.commands.common import add_run_options, parse_devices, print_config, run_flags
+from hitdet.commands.common import add_config_options, add_run_options, parse_devices, print_config, run_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="retrain an architecture (JSON or preset) on a COCO-format dataset")
     p.add_argument("arch", nargs="?", help="architecture JSON or preset name (with --resume: the run's own)")
     p.add_argument("--data", help="dataset folder in COCO layout (default: the built-in synthetic dataset)")
-    p.add_argument("--out", required=True, help="run folder (weights, checkpoints, logs, metrics)")
-    p.add_argument("--config", help="YAML config file or recipe name: paper (default), synth-cpu")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set epochs=6 --set detector.min_size=128 (repeatable)")
-    p.add_argument("--epochs", type=int, help="shortcut for --set epochs=N")
+    add_config_options(p, out="weights, checkpoints, logs, metrics", config="paper (default), synth-cpu",
+                       example="epochs=6 --set detector.min_size=128")
     p.add_argument("--batch-size", type=int, help="images per device per step (lr scales with it)")
     p.add_argument("--lr", type=float, help="fixed learning rate (default: 0.04 x total batch / 32)")
-    p.add_argument("--width", type=float, help="channel width multiplier of the architecture")
+    p.add_argument("--width", type=float, help="channel multiplier of the architecture (default: the channels its "
+                   "JSON states; a preset takes the recipe's preset_width, 0.125 in synth-cpu)")
     p.add_argument("--backbone-weights", help="pretrained backbone (hitdet pretrain) to start from")
     add_run_options(p)
     p.set_defaults(func=run)

@@ -122,15 +122,9 @@ def register_synth_cls(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
 
 
 def _run_synth_cls(args: argparse.Namespace) -> int:
-    out = write_synthetic_classification(
-        args.out,
-        num_classes=args.classes,
-        train_per_class=args.train_per_class,
-        val_per_class=args.val_per_class,
-        image_size=args.size,
-        seed=args.seed,
-        force=args.force,
-    )
+    out = write_synthetic_classification(args.out, num_classes=args.classes, train_per_class=args.train_per_class,
+                                         val_per_class=args.val_per_class, image_size=args.size, seed=args.seed,
+                                         force=args.force)
     n = args.classes * (args.train_per_class + args.val_per_class)
     print(f"wrote {n} images of {args.classes} classes to {out} (train/, val/)")
     return 0
