@@ -20,7 +20,7 @@ after which an architecture JSON with ``"neck": {"type": "my-neck", ...}`` loads
 The built-in kinds (:mod:`search_spaces.panet`; ``faster_rcnn`` and ``retinanet`` in
 :mod:`search_spaces.detectors`) register themselves when ``search_spaces`` is imported.
 
-Pure Python: nothing here imports torch or NNI (the kinds do, in their own files).
+Pure Python at import time: nothing here imports torch or NNI (the kinds do, in their own files).
 """
 
 from __future__ import annotations
