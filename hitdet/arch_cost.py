@@ -18,6 +18,6 @@ def architecture_cost(
 ) -> tuple[dict[str, Cost], tuple[int, int], int]:
     """(cost per component and ``total``, the input size used, the RoI count used)."""
     size = input_size or arch.settings.padded_size()
-    rois = arch.settings.rpn_post_nms_top_n_test if num_rois is None else num_rois
+    rois = arch.settings.priced_rois() if num_rois is None else num_rois
     cost = detector_cost(arch.structure, arch.sample(), arch.settings.num_classes, size, rois, arch.detector_type)
     return cost, size, rois

@@ -52,7 +52,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     "synth-cpu": {
         # The CPU-scale space (search_spaces.structure.CPU_STRUCTURE) at its own width, on 128-160 px images.
         "structure": "cpu",
-        "num_rois": 100,  # head MACs priced at the test-time proposals, as the paper prices its 1000
         "train": {
             "epochs": 4,
             "batch_size": 4,
@@ -94,7 +93,7 @@ class SearchConfig:
     sub_spaces: str = "all"  # search: "all", "paper-neck" or a sub-spaces JSON from hitdet screen
     input_size: list[int] | None = None  # (H, W) the FLOPs penalty prices ops at; default: training size
     target_macs: float | str | None = None  # search towards this many MACs of the whole detector (3.5G or 3.5e9)
-    num_rois: int | None = None  # RoIs the head's MACs scale with; default: RoIs sampled per image
+    num_rois: int | None = None  # RoIs the head's MACs are priced at; default: the test-time proposals (as info)
     steps_per_epoch: int | None = None  # cap on batches per epoch (Lightning's limit_train_batches)
 
     def __post_init__(self) -> None:
@@ -313,7 +312,7 @@ def run_search(
     categories = train_ds.categories()
     settings = train_cfg.apply_to_settings(DetectorSettings(num_classes=len(categories) + 1))
     input_size = _input_size(cfg, settings)
-    num_rois = cfg.num_rois or settings.box_batch_size_per_image
+    num_rois = cfg.num_rois or settings.priced_rois()
     ops = sub_spaces if mode == "search" else cfg.ops
     kind = detector_kind(cfg.detector)
     structure = kind.search_structure(structure)  # retinanet: the named structure's head blocks per tower
@@ -415,7 +414,7 @@ def _write_results(
     """Rank 0: the exported sample, metadata, and the sub spaces (screen) or the architecture (search)."""
     train_cfg = cfg.train
     input_size = _input_size(cfg, settings)
-    num_rois = cfg.num_rois or settings.box_batch_size_per_image
+    num_rois = cfg.num_rois or settings.priced_rois()
     result = strat.export_result()
     write_json_atomic(out / "sample.json", result.sample)
     write_json_atomic(out / "metadata.json", result.metadata)

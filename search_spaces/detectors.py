@@ -71,6 +71,15 @@ class DetectorSettings:
         div = self.size_divisible
         return -(-self.min_size // div) * div, -(-self.max_size // div) * div
 
+    def priced_rois(self) -> int:
+        """The RoI count the RoI head's MACs are priced at everywhere (search penalty, ``hitdet info``, benchmarks).
+
+        The test-time proposals (``rpn_post_nms_top_n_test``): what a deployed detector runs its head
+        on, as the paper priced its detector at COCO's 1000 proposals. Training samples fewer RoIs per
+        image (``box_batch_size_per_image``), but a detector is deployed, not trained, at its cost.
+        """
+        return self.rpn_post_nms_top_n_test
+
     def validate(self) -> None:
         """Raise ValueError ("field: why") for the first value out of range: every count and size is a
         positive integer, every fraction and threshold in [0, 1], and the classes include the background."""

@@ -16,9 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same files (default 0)")
     s.add_argument("--train", type=int, default=320, metavar="N", help="training images (default 320)")
     s.add_argument("--val", type=int, default=80, metavar="N", help="validation images (default 80)")
-    s.add_argument("--style", default="shapes", choices=["shapes", "glyphs"],
-                   help="shapes (default: 4 classes, colour leans to class) or glyphs (7 classes, colour "
-                        "independent of class, other backgrounds and sizes)")
+    s.add_argument("--style", default="shapes", choices=["shapes", "glyphs", "photos"],
+                   help="shapes (default: 4 classes, colour leans to class), glyphs (7 classes, colour "
+                        "independent of class, other backgrounds and sizes) or photos (10 classes of real "
+                        "objects on real photographs, from files inside scikit-image and matplotlib)")
     s.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     s.set_defaults(func=run_synth)
     c = dsub.add_parser("check", help="read a COCO-layout dataset folder and report what training will see")

@@ -55,7 +55,7 @@ IMAGE_SIZES: tuple[tuple[int, int], ...] = ((128, 128), (160, 120), (120, 160))
 _SIDE_RANGES = {"small": (8.0, 30.0), "medium": (33.0, 90.0), "large": (100.0, 118.0)}
 _SIZE_PROBS = {"small": 0.35, "medium": 0.5, "large": 0.15}
 SPLITS = ("train", "val")
-STYLES = ("shapes", "glyphs")
+STYLES = ("shapes", "glyphs", "photos")  # photos: hitdet.data.photos (real objects on real photographs)
 
 # The "glyphs" style: other classes, ids, sizes and colour statistics than "shapes".
 GLYPH_CATEGORIES: tuple[dict[str, Any], ...] = (
@@ -76,6 +76,10 @@ def style_categories(style: str) -> tuple[dict[str, Any], ...]:
     """The categories a style writes (ids and names)."""
     if style not in STYLES:
         raise UserError(f"synthetic dataset: unknown style {style!r} (known: {', '.join(STYLES)})")
+    if style == "photos":
+        from hitdet.data.photos import PHOTO_CATEGORIES
+
+        return PHOTO_CATEGORIES
     return CATEGORIES if style == "shapes" else GLYPH_CATEGORIES
 
 
@@ -87,8 +91,8 @@ class SynthSpec:
     num_val: int = 80
     seed: int = 0
     empty_fraction: float = 0.05
-    max_objects: int = 4  # the glyphs style draws up to max_objects + 2
-    style: str = "shapes"  # or "glyphs": another dataset with other statistics (see the module docstring)
+    max_objects: int = 4  # the glyphs style draws up to max_objects + 2, photos up to max_objects + 1
+    style: str = "shapes"  # or "glyphs", "photos": other datasets with other statistics (see the module docstring)
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed < 2**32:  # numpy's seeds
@@ -266,7 +270,12 @@ def _write_split(root: Path, split: str, count: int, spec: SynthSpec) -> None:
     for i in range(count):
         # One generator per image: an image does not change when the counts do.
         rng = np.random.default_rng([spec.seed, SPLITS.index(split), i])
-        img, objects = _glyph_image(rng, spec) if spec.style == "glyphs" else _image(rng, spec)
+        if spec.style == "photos":
+            from hitdet.data.photos import photo_image
+
+            img, objects = photo_image(rng, split, max_objects=spec.max_objects + 1, empty_fraction=spec.empty_fraction)
+        else:
+            img, objects = _glyph_image(rng, spec) if spec.style == "glyphs" else _image(rng, spec)
         name = f"{i:06d}.png"
         img.save(folder / name)
         images.append({"id": i + 1, "file_name": name, "width": img.width, "height": img.height})

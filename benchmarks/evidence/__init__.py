@@ -1,0 +1,1 @@
+"""The evidence harness (``python -m benchmarks.evidence``): see :mod:`benchmarks.evidence.harness`."""

@@ -1,0 +1,5 @@
+import sys
+
+from benchmarks.evidence.harness import main
+
+sys.exit(main())

@@ -1,0 +1,141 @@
+"""The statistics of the evidence harness: paired bootstrap intervals, seed agreement, levelled curves, noise.
+
+Each figure here is shown next to what noise alone gives for it (the project's evidence rules):
+
+- :func:`paired_bootstrap`: the difference of mean AP between two rows, with a 95 % interval from a
+  hierarchical bootstrap (training seeds shared by both rows, so the difference is paired; the
+  independent units of a row -- search seeds, random samples -- resampled within it);
+- :func:`agreement` and :func:`chance_agreement`: how often independent search seeds pick the same
+  op at a position, and what independent uniform picks from the same sub spaces would give;
+- :func:`levelled`: whether a validation curve has stopped rising;
+- :func:`noise_decisiveness`: how "decisive" α looks when Adam follows pure random gradients for as
+  many steps at the same learning rate -- the figure an old report quoted as evidence, and which
+  noise reproduces.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+# A row's results: {unit: {training seed: AP}}; a unit is one architecture (one search seed, one random sample).
+Units = Mapping[str, Mapping[int, float]]
+
+
+def row_mean(units: Units) -> float:
+    """Mean AP over every (unit, training seed) of a row."""
+    values = [ap for seeds in units.values() for ap in seeds.values()]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def paired_bootstrap(x: Units, y: Units, n: int = 10000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """Mean AP of row ``x`` minus row ``y`` and its bootstrap interval.
+
+    Each replicate resamples the training seeds both rows share (with replacement, the same draw
+    for both: the pairing), then, within each row, its units (with replacement), and takes the
+    difference of the two means over the drawn (unit, seed) cells. With one unit and two seeds a
+    row has little to resample: the interval is then as wide as the seeds make it, no wider; read
+    it with the number of units and seeds it states.
+
+    Returns ``{"diff", "lo", "hi", "units_x", "units_y", "seeds"}``.
+    """
+    seeds = sorted(set.intersection(*(set(s) for s in [*x.values(), *y.values()])))
+    if not seeds:
+        raise ValueError("paired_bootstrap: the rows share no training seed")
+    rng = np.random.default_rng(seed)
+    xs = np.array([[x[u][t] for t in seeds] for u in x], dtype=float)  # units x seeds
+    ys = np.array([[y[u][t] for t in seeds] for u in y], dtype=float)
+    diffs = np.empty(n)
+    for i in range(n):
+        cols = rng.integers(len(seeds), size=len(seeds))
+        rx = rng.integers(len(xs), size=len(xs))
+        ry = rng.integers(len(ys), size=len(ys))
+        diffs[i] = xs[np.ix_(rx, cols)].mean() - ys[np.ix_(ry, cols)].mean()
+    tail = (1 - level) / 2
+    return {"diff": float(xs.mean() - ys.mean()), "lo": float(np.quantile(diffs, tail)),
+            "hi": float(np.quantile(diffs, 1 - tail)), "units_x": len(xs), "units_y": len(ys), "seeds": len(seeds)}
+
+
+def agreement(samples: Sequence[Mapping[str, str]], labels: Sequence[str] | None = None) -> float:
+    """Over every pair of samples, the fraction of positions where both chose the same op (mean over pairs)."""
+    if len(samples) < 2:
+        return float("nan")
+    labels = list(labels if labels is not None else samples[0])
+    pairs = list(itertools.combinations(samples, 2))
+    return float(np.mean([np.mean([a[label] == b[label] for label in labels]) for a, b in pairs]))
+
+
+def chance_agreement(choices: Sequence[Mapping[str, Sequence[str]]], labels: Sequence[str] | None = None) -> float:
+    """The agreement that independent uniform picks would have, given each seed's ops per position.
+
+    ``choices[i][label]``: the ops seed i could choose from at ``label`` (its sub space). Two
+    uniform picks from sets A and B agree with probability |A ∩ B| / (|A| |B|); averaged over
+    positions and pairs, as :func:`agreement` averages. With the same 8 ops everywhere it is 1/8.
+    """
+    if len(choices) < 2:
+        return float("nan")
+    labels = list(labels if labels is not None else choices[0])
+    values = []
+    for a, b in itertools.combinations(choices, 2):
+        values.append(np.mean([len(set(a[label]) & set(b[label])) / (len(a[label]) * len(b[label]))
+                               for label in labels]))
+    return float(np.mean(values))
+
+
+def levelled(curve: Sequence[float], window: int = 2, tolerance: float = 0.01,
+             relative: float = 0.05) -> dict[str, Any]:
+    """Has a validation curve stopped rising? The gain of its last epoch over the epoch ``window`` before it.
+
+    With a step schedule the last epochs run at the smallest learning rate, so this asks whether
+    they still improve the detector. Levelled when the gain is below ``max(tolerance, relative *
+    last)`` AP. Returns ``{"levelled", "gain", "last"}``; a curve of ``window`` epochs or fewer is not
+    judged (None). Whether a longer schedule would still help is a separate question: the harness
+    answers it with its 2x-schedule rows.
+    """
+    values = [float(v) for v in curve]
+    if len(values) <= window:
+        return {"levelled": None, "gain": float("nan"), "last": values[-1] if values else float("nan")}
+    gain = values[-1] - values[-1 - window]
+    return {"levelled": bool(gain < max(tolerance, relative * values[-1])), "gain": float(gain),
+            "last": values[-1]}
+
+
+def decisiveness(probs: np.ndarray) -> tuple[int, float]:
+    """(positions whose top op has >= 2x the uniform probability, median top-op ratio to uniform).
+
+    ``probs``: positions x ops, each row a distribution over that position's ops.
+    """
+    n = probs.shape[1]
+    ratio = probs.max(axis=1) * n
+    return int((ratio >= 2).sum()), float(np.median(ratio))
+
+
+def noise_decisiveness(positions: int, ops: int, steps: int, lr: float, betas: tuple[float, float] = (0.5, 0.999),
+                       weight_decay: float = 1e-3, repeats: int = 20, seed: int = 0) -> dict[str, float]:
+    """What :func:`decisiveness` reads after ``steps`` Adam steps on α driven by i.i.d. standard normal gradients.
+
+    The same optimiser as the strategy's architecture step (Adam with L2 weight decay), from α = 0,
+    averaged over ``repeats`` runs. Adam normalises the gradient, so the scale of the noise does not
+    matter: only the number of steps and the learning rate do.
+    """
+    rng = np.random.default_rng(seed)
+    b1, b2 = betas
+    counts, medians = [], []
+    for _ in range(repeats):
+        alpha = np.zeros((positions, ops))
+        m = np.zeros_like(alpha)
+        v = np.zeros_like(alpha)
+        for t in range(1, steps + 1):
+            g = rng.standard_normal(alpha.shape) + weight_decay * alpha
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            alpha -= lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + 1e-8)
+        p = np.exp(alpha - alpha.max(axis=1, keepdims=True))
+        count, median = decisiveness(p / p.sum(axis=1, keepdims=True))
+        counts.append(count)
+        medians.append(median)
+    return {"at_least_2x_uniform": float(np.mean(counts)), "median_ratio": float(np.median(medians)),
+            "positions": positions}
