@@ -376,7 +376,7 @@ class Harness:
         kept = {c: list(v["ops"]) for c, v in subs["components"].items()}
         return {k: str(v) for k, v in sample.items()}, kept, arch.get("metadata", {})
 
-    def row_specs(self, data: Path, settings: Any, lrs: dict[str, float]) -> list[dict[str, Any]]:
+    def row_specs(self, data: Path, settings: Any, lrs: dict[str, float], searched: bool = True) -> list[dict[str, Any]]:
         import numpy as np
 
         from benchmarks.evidence.handmade import match_width
@@ -403,6 +403,8 @@ class Harness:
         target = self.macs_of(hand_pick("stage-ir", st), settings)
         handmade, hm_macs = match_width(target, settings.num_classes, settings.padded_size(), settings.priced_rois())
         add("torchvision", "torchvision", self.train_seeds, handmade=dataclasses.asdict(handmade), macs=float(hm_macs))
+        if not searched:
+            return specs
         for variant in [*self.variants, *([CONTROL] if not self.args.no_control else [])]:
             for i, seed in enumerate(self.search_seeds):
                 sample, kept, _ = self.searched(variant, seed)
@@ -432,6 +434,10 @@ class Harness:
         _, settings, size, rois = self.settings(data)
         lrs = self.sweep(data, settings)
         self.say(f"learning rates: {lrs}")
+        if self.args.baselines_only:
+            specs = [s for s in self.row_specs(data, settings, lrs, searched=False)]
+            self.run_jobs(job_train, specs, "baseline rows")
+            return {"markdown": f"baselines of {self.dataset} trained (hand picks, torchvision)"}
         self.searches(data)
         specs = self.row_specs(data, settings, lrs)
         self.run_jobs(job_train, specs, "rows")
@@ -464,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, default=0.15, help="MACs tolerance of the random samples (0.15)")
     p.add_argument("--no-control", action="store_true", help="skip the penalty-only control")
     p.add_argument("--jobs", type=int, default=2, help="processes at a time (default 2)")
+    p.add_argument("--baselines-only", action="store_true",
+                   help="stop after the learning-rate sweep and the baseline rows (hand picks, torchvision)")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
