@@ -5,7 +5,6 @@ itself is not run here (it trains detectors for hours); its smoke run is `--scal
 from __future__ import annotations
 
 import hashlib
-import math
 from pathlib import Path
 
 import numpy as np

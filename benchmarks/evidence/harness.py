@@ -376,7 +376,8 @@ class Harness:
         kept = {c: list(v["ops"]) for c, v in subs["components"].items()}
         return {k: str(v) for k, v in sample.items()}, kept, arch.get("metadata", {})
 
-    def row_specs(self, data: Path, settings: Any, lrs: dict[str, float], searched: bool = True) -> list[dict[str, Any]]:
+    def row_specs(self, data: Path, settings: Any, lrs: dict[str, float],
+                  searched: bool = True) -> list[dict[str, Any]]:
         import numpy as np
 
         from benchmarks.evidence.handmade import match_width
