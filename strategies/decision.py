@@ -90,3 +90,33 @@ class WithinBudget(Argmax):
             ],
         }
         return Decision({label: names[label][i] for label, i in found.choice.items()}, budget)
+
+
+@DECISIONS.register("contribution")
+class LargestRemovalEffect(DecisionRule):
+    """Per position, the op whose removal would raise the detection loss most (:mod:`strategies.contribution`),
+    read over the last epoch's architecture steps: perturbation-based selection to first order.
+
+    Where nothing was measured (no architecture step, or the penalty-only control) it is the argmax.
+    """
+
+    def decide(self, module: Any) -> Decision:
+        means = module.contributions.means()
+        if not means:
+            return Argmax(self.settings).decide(module)
+        net = module.supernet
+        active, names = net.active(), net.names()
+        sample, margins = {}, {}
+        for label in names:
+            effect = means.get(label)
+            if effect is None:
+                sample[label] = names[label][int(torch.argmax(net.probs()[label].detach()))]
+                continue
+            masked = torch.where(active[label].to(effect.device), effect, torch.full_like(effect, float("-inf")))
+            top = torch.topk(masked, min(2, int(active[label].sum()))).values
+            sample[label] = names[label][int(torch.argmax(masked))]
+            margins[label] = float(top[0] - top[1]) if len(top) > 1 else None
+        return Decision(sample, metadata={"contribution": {
+            "steps": module.contributions.steps or module.contributions.last_steps,
+            "effects": {k: [round(float(v), 6) for v in e.cpu().tolist()] for k, e in means.items()},
+            "margins": margins}})

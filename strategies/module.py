@@ -23,6 +23,7 @@ from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 from torch import nn
 
 from strategies import logs
+from strategies.contribution import ContributionMeter, architecture_backward, scalar_loss
 from strategies.costs import CostModel
 from strategies.decision import DECISIONS, DecisionRule
 from strategies.distributed import check_ranks_agree, rewrap_ddp
@@ -61,6 +62,7 @@ class HitDetLightningModule(DartsLightningModule):
         self.screener = screener if screener is not None else Screener(settings)
         self.decision = decision if decision is not None else DECISIONS.build(settings.decision_rule, settings)
         self.costs = CostModel()
+        self.contributions = ContributionMeter()
         self.supernet: Supernet | None = None
         self._weight_params: list[nn.Parameter] | None = None
         self._alphas: list[nn.Parameter] | None = None
@@ -141,21 +143,18 @@ class HitDetLightningModule(DartsLightningModule):
             arc_optim = self.architecture_optimizers()
             with frozen(self.weight_parameters() if self.settings.freeze_weights_in_arch_step else []):
                 arc_optim.zero_grad()
-                arc_loss = _loss(self.training_module.training_step(arc_batch, 2 * batch_idx))
-                self.costs.maybe_measure(net.layers, net.active())
-                terms = self.arch_terms(self.probs())
-                self.manual_backward(arc_loss + sum(terms.values()) if terms else arc_loss)
+                arc_loss, effects, terms = architecture_backward(self, arc_batch, batch_idx)
                 for p in net.frozen_alphas(self.settings):
                     p.grad = None
                 arc_optim.step()
-            loss_of = lambda b: _loss(self.training_module.training_step(b, 2 * batch_idx))  # noqa: E731
-            self.screener.observe(net, ArchStep(arc_batch, batch_idx, arc_loss.detach(), loss_of))
+            loss_of = lambda b: scalar_loss(self.training_module.training_step(b, 2 * batch_idx))  # noqa: E731
+            self.screener.observe(net, ArchStep(arc_batch, batch_idx, arc_loss.detach(), loss_of, effects))
             logs_["search/loss_arch"] = arc_loss.detach()
             logs_.update({f"search/{k}": v.detach() for k, v in terms.items()})
 
         with frozen(alphas):
             out = self.training_module.training_step(trn_batch, 2 * batch_idx + 1)
-            w_loss = _loss(out)
+            w_loss = scalar_loss(out)
             self.advance_optimization(w_loss, batch_idx, self.gradient_clip_val)
         self.advance_lr_schedulers(batch_idx)
         self.costs.maybe_measure(net.layers, net.active())  # the weight step records inputs too (no penalty, export)
@@ -194,6 +193,7 @@ class HitDetLightningModule(DartsLightningModule):
     def on_train_epoch_start(self) -> None:
         self.prepare()
         self.screener.start_epoch()
+        self.contributions.start_epoch()
         # NNI's warm-up toggles requires_grad on the alphas; ours is done per step instead.
         return self.training_module.on_train_epoch_start()
 
@@ -222,7 +222,8 @@ class HitDetLightningModule(DartsLightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Save what the state dict does not hold: the removed ops, the events, the cost table."""
         self.prepare()
-        checkpoint[CHECKPOINT_KEY] = {**self.supernet.state(), **self.screener.state(), "costs": self.costs.state()}
+        checkpoint[CHECKPOINT_KEY] = {**self.supernet.state(), **self.screener.state(), "costs": self.costs.state(),
+                                      **self.contributions.state()}
         self.training_module.on_save_checkpoint(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -237,13 +238,7 @@ class HitDetLightningModule(DartsLightningModule):
             self.supernet.load_state(state)
             self._weight_params = None
             self.screener.load_state(state)
+            self.contributions.load_state(state)
             self.costs.load_state(state["costs"])
         self.training_module.on_load_checkpoint(checkpoint)
 
-
-def _loss(out: Any) -> torch.Tensor:
-    if isinstance(out, dict):
-        out = out["loss"]
-    if not isinstance(out, torch.Tensor) or out.dim() != 0:
-        raise TypeError(f"training_step must return a scalar loss tensor (or a dict with 'loss'), got {type(out)}")
-    return out

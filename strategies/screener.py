@@ -52,6 +52,7 @@ class ArchStep:
     batch_idx: int
     loss: torch.Tensor  # this step's detection loss (detached)
     loss_of: Callable[[Any], torch.Tensor]
+    effects: dict[str, torch.Tensor] | None = None  # per label, each op's removal effect (strategies.contribution)
 
 
 class RankingRule:
@@ -142,6 +143,36 @@ class SnapshotProbability(RankingRule):
         return snapshot_scores(net)
 
 
+@RANKING_RULES.register("contribution")
+class RemovalEffect(RankingRule):
+    """Each op's first-order removal effect on the detection loss, averaged over the epoch's architecture steps
+    and the component's positions (:mod:`strategies.contribution`): the op whose removal would cost least goes first.
+
+    Falls back to the epoch-mean probability where no effect was measured (the penalty-only control).
+    """
+
+    def __init__(self, settings: SearchSettings | None = None) -> None:
+        super().__init__(settings)
+        from strategies.contribution import ContributionMeter
+
+        self.meter = ContributionMeter()
+        self.fallback = EpochMeanProbability(settings)
+
+    def start_epoch(self) -> None:
+        self.meter.start_epoch()
+        self.fallback.start_epoch()
+
+    def observe(self, net: Supernet, step: ArchStep) -> None:
+        self.fallback.observe(net, step)
+        if step.effects is not None:
+            self.meter.observe(step.effects)
+
+    def scores(self, net: Supernet) -> Scores:
+        if not self.meter.steps:
+            return self.fallback.scores(net)
+        return self.meter.per_component(net)
+
+
 class Screener:
     """Screening's removals, events, history and result (module docstring).
 
@@ -187,7 +218,9 @@ class Screener:
             n0 = len(net.initial_columns[c])
             target = s.num_ops if final else kept_after_epoch(n0, s.num_ops, epoch, s.arch_start_epoch, epochs)
             ranked = sorted(scores[c].items(), key=lambda kv: (kv[1], kv[0]))
-            for op, score in ranked[: max(len(ranked) - min(target, n0), 0)]:
+            excess = max(len(ranked) - min(target, n0), 0)
+            removable = [(op, score) for op, score in ranked if op not in s.screen_keep]  # kept ops stay
+            for op, score in removable[:excess]:
                 done.append(self.drop(net, c, op, score, trainer))
         return done
 

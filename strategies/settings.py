@@ -72,6 +72,13 @@ class SearchSettings:
     the neck and the 4-conv head; a layer without that op runs its first candidate), so that
     their mixed layers hold and run a single candidate.
 
+    ``arch_loss_weight`` weighs the detection loss in the architecture step: 1 is the paper's
+    search; 0 is the *penalty-only control*, a run in which the loss's gradient never reaches α,
+    so whatever it exports the FLOPs penalty and the screening regulariser chose alone (the
+    architecture step then skips the detection forward pass). ``screen_keep`` lists ops that
+    screening never removes, so that the search can always choose them where they exist (e.g.
+    ``skip``: a block that is not there).
+
     Known DARTS failure modes: ``bn_affine=False`` makes the BatchNorms inside candidate ops
     non-affine during the search (as DARTS does; retraining always uses affine BN), and
     ``skip_drop_prob`` drops the ``skip`` candidate's output per sample with that probability
@@ -110,6 +117,8 @@ class SearchSettings:
     mixed_op: str = "full"
     sample_k: int = 2
     decision: str | None = None
+    arch_loss_weight: float = 1.0
+    screen_keep: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         """Check every range here, once: errors read ``field: why, got value`` (the config names the source)."""
@@ -131,7 +140,7 @@ class SearchSettings:
                                ("target_macs", True)):
             _check(self, name, "must be a positive number", lambda v: _is_real(v) and v > 0, optional)
         for name, optional in (("penalty_lambda", True), ("mu", False), ("reg_burn_in", False),
-                               ("arc_weight_decay", False), ("gradient_clip_val", True)):
+                               ("arc_weight_decay", False), ("gradient_clip_val", True), ("arch_loss_weight", False)):
             _check(self, name, "must be >= 0", lambda v: _is_real(v) and v >= 0, optional)
         _check(self, "group_p", "must be in (0, 1]", lambda v: _is_real(v) and 0 < v <= 1)
         _check(self, "target_tolerance", "must be in (0, 1)", lambda v: _is_real(v) and 0 < v < 1)
@@ -143,6 +152,9 @@ class SearchSettings:
         self.arc_betas = (float(betas[0]), float(betas[1]))
         if self.screen_components is not None:
             self.screen_components = tuple(self.screen_components)
+        if isinstance(self.screen_keep, str) or not all(isinstance(op, str) for op in self.screen_keep):
+            raise ValueError(f"screen_keep: must be a list of op names, got {self.screen_keep!r}")
+        self.screen_keep = tuple(self.screen_keep)
 
     @property
     def lam(self) -> float:
@@ -216,6 +228,7 @@ class SearchSettings:
             d.update(penalty_lambda=self.lam, skip_drop_prob=self.skip_drop, decision=self.decision_rule)
         d["arc_betas"] = list(self.arc_betas)
         d["screen_components"] = list(self.screen_components) if self.screen_components is not None else None
+        d["screen_keep"] = list(self.screen_keep)
         return d
 
 
