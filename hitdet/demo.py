@@ -160,11 +160,11 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"parameters         {summary['params'] / 1e6:.3f} M")
     print(f"MACs               {summary['macs'] / 1e9:.3f} G (multiply-accumulates, {h}x{w} input, "
           f"{summary['macs_rois']} RoIs)")
-    d = summary.get("decisiveness") or {}
-    if d.get("positions"):
-        verdict = "decisive" if d["at_least_2x_uniform"] > d["positions"] / 2 else "NOT decisive"
-        print(f"search decisiveness {verdict}: the chosen op has >= 2x the uniform probability at "
-              f"{d['at_least_2x_uniform']} of {d['positions']} positions (median {d['median_ratio']:.2f}x uniform)")
+    from hitdet.commands.search import format_decisiveness
+
+    text = format_decisiveness(summary.get("decisiveness") or {})
+    if text:
+        print(f"alpha              {text}")
     print(f"AP / AP50 (val)    {summary['AP']:.3f} / {summary['AP50']:.3f}")
     total = sum(summary["seconds"].values())
     print("time               " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["seconds"].items())

@@ -56,6 +56,51 @@ def decisiveness(alpha_probs: dict[str, dict[str, float]]) -> dict[str, Any]:
     }
 
 
+def _decisiveness_with_noise(alpha_probs: dict[str, dict[str, float]], module: HitDetLightningModule) -> dict[str, Any]:
+    """:func:`decisiveness`, with what pure noise gives at the run's architecture steps and α learning rate."""
+    out = decisiveness(alpha_probs)
+    steps, lr = module.arch_steps_planned, module.arc_lr_used
+    if out["positions"] and steps and lr:
+        sizes = sorted(len(p) for p in alpha_probs.values() if p)
+        noise = noise_decisiveness(out["positions"], sizes[len(sizes) // 2], int(steps), float(lr), repeats=10)
+        out["noise"] = {"at_least_2x_uniform": noise["at_least_2x_uniform"], "median_ratio": noise["median_ratio"]}
+    return out
+
+
+def noise_decisiveness(positions: int, ops: int, steps: int, lr: float, betas: tuple[float, float] = (0.5, 0.999),
+                       weight_decay: float = 1e-3, repeats: int = 20, seed: int = 0) -> dict[str, float]:
+    """What :func:`decisiveness` reads after ``steps`` Adam steps on α driven by pure noise.
+
+    Why: with few architecture steps at a large learning rate, α ends far from uniform whatever
+    drives it, so "the chosen op has twice the uniform probability" is evidence only next to
+    this figure. The same optimiser as the architecture step (Adam with L2 weight decay) from
+    α = 0 on i.i.d. standard normal gradients (Adam normalises them: only the number of steps and
+    the learning rate matter), ``positions`` x ``ops``, averaged over ``repeats`` runs.
+
+    Returns:
+        ``{"at_least_2x_uniform": mean count, "median_ratio": median of the runs' medians, "positions"}``.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    b1, b2 = betas
+    counts, medians = [], []
+    for _ in range(repeats):
+        alpha = np.zeros((positions, ops))
+        m, v = np.zeros_like(alpha), np.zeros_like(alpha)
+        for t in range(1, steps + 1):
+            g = rng.standard_normal(alpha.shape) + weight_decay * alpha
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            alpha -= lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + 1e-8)
+        p = np.exp(alpha - alpha.max(axis=1, keepdims=True))
+        ratio = (p / p.sum(axis=1, keepdims=True)).max(axis=1) * ops
+        counts.append(int((ratio >= 2).sum()))
+        medians.append(float(np.median(ratio)))
+    return {"at_least_2x_uniform": float(np.mean(counts)), "median_ratio": float(np.median(medians)),
+            "positions": positions}
+
+
 def export_result(module: HitDetLightningModule) -> SearchResult:
     """The sample its decision rule picks and the metadata of a (finished or running) HitDet one-shot module.
 
@@ -111,7 +156,7 @@ def export_result(module: HitDetLightningModule) -> SearchResult:
     metadata = {
         "strategy": "hitdet",
         "mode": module.settings.mode,
-        "decisiveness": decisiveness(alpha_probs),
+        "decisiveness": _decisiveness_with_noise(alpha_probs, module),
         "architecture_steps": {"planned": module.arch_steps_planned, "arc_learning_rate": module.arc_lr_used},
         "budget_decode": decision.budget_decode,
         "sample": {label: _jsonable(v) for label, v in sample.items()},

@@ -349,10 +349,14 @@ class Harness:
         specs = []
         for variant in [*self.variants, *([CONTROL] if not self.args.no_control else [])]:
             recipe, extra = self.variant_config(variant)
+            # a recipe that states its stage sizes keeps them; others get the scale's (the demo's on CPU)
+            from hitdet.searching import RECIPES
+
+            sized = bool(RECIPES.get(recipe, {}).get("stages")) and self.args.scale != "quick"
             for seed in self.search_seeds:
                 specs.append({"variant": variant, "seed": seed, "data": str(data), "recipe": recipe,
-                              "screen": [*self.scale.screen, *extra["screen"]],
-                              "search": [*self.scale.search, *extra["search"]],
+                              "screen": [*([] if sized else self.scale.screen), *extra["screen"]],
+                              "search": [*([] if sized else self.scale.search), *extra["search"]],
                               "accelerator": self.scale.accelerator,
                               "folder": str(self.out / "search" / variant / f"seed{seed}")})
         self.run_jobs(job_search, specs, "screen + search")

@@ -76,8 +76,10 @@ class _Curve:
             def __init__(self) -> None:
                 self.points: list[dict[str, float]] = []
 
-            def on_validation_epoch_end(self, trainer: Any, module: Any) -> None:
-                if trainer.sanity_checking or not getattr(module, "last_metrics", None):
+            def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
+                # after the epoch's validation: a callback's on_validation_epoch_end runs before the
+                # module's, which computes the metrics, so it would read the previous epoch's
+                if not getattr(module, "last_metrics", None):
                     return
                 m = module.last_metrics
                 self.points.append({"epoch": trainer.current_epoch + 1, "AP": float(m["AP"]),

@@ -8,9 +8,9 @@ Each figure here is shown next to what noise alone gives for it (the project's e
 - :func:`agreement` and :func:`chance_agreement`: how often independent search seeds pick the same
   op at a position, and what independent uniform picks from the same sub spaces would give;
 - :func:`levelled`: whether a validation curve has stopped rising;
-- :func:`noise_decisiveness`: how "decisive" α looks when Adam follows pure random gradients for as
-  many steps at the same learning rate -- the figure an old report quoted as evidence, and which
-  noise reproduces.
+- :func:`noise_decisiveness` (the strategy's own, :func:`strategies.export.noise_decisiveness`): how
+  "decisive" α looks when Adam follows pure random gradients for as many steps at the same learning
+  rate -- the figure an old report quoted as evidence, and which noise reproduces.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from strategies.export import noise_decisiveness  # noqa: F401  (re-exported: the harness reads it from here)
 
 # A row's results: {unit: {training seed: AP}}; a unit is one architecture (one search seed, one random sample).
 Units = Mapping[str, Mapping[int, float]]
@@ -101,41 +103,3 @@ def levelled(curve: Sequence[float], window: int = 2, tolerance: float = 0.01,
     gain = values[-1] - values[-1 - window]
     return {"levelled": bool(gain < max(tolerance, relative * values[-1])), "gain": float(gain),
             "last": values[-1]}
-
-
-def decisiveness(probs: np.ndarray) -> tuple[int, float]:
-    """(positions whose top op has >= 2x the uniform probability, median top-op ratio to uniform).
-
-    ``probs``: positions x ops, each row a distribution over that position's ops.
-    """
-    n = probs.shape[1]
-    ratio = probs.max(axis=1) * n
-    return int((ratio >= 2).sum()), float(np.median(ratio))
-
-
-def noise_decisiveness(positions: int, ops: int, steps: int, lr: float, betas: tuple[float, float] = (0.5, 0.999),
-                       weight_decay: float = 1e-3, repeats: int = 20, seed: int = 0) -> dict[str, float]:
-    """What :func:`decisiveness` reads after ``steps`` Adam steps on α driven by i.i.d. standard normal gradients.
-
-    The same optimiser as the strategy's architecture step (Adam with L2 weight decay), from α = 0,
-    averaged over ``repeats`` runs. Adam normalises the gradient, so the scale of the noise does not
-    matter: only the number of steps and the learning rate do.
-    """
-    rng = np.random.default_rng(seed)
-    b1, b2 = betas
-    counts, medians = [], []
-    for _ in range(repeats):
-        alpha = np.zeros((positions, ops))
-        m = np.zeros_like(alpha)
-        v = np.zeros_like(alpha)
-        for t in range(1, steps + 1):
-            g = rng.standard_normal(alpha.shape) + weight_decay * alpha
-            m = b1 * m + (1 - b1) * g
-            v = b2 * v + (1 - b2) * g * g
-            alpha -= lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + 1e-8)
-        p = np.exp(alpha - alpha.max(axis=1, keepdims=True))
-        count, median = decisiveness(p / p.sum(axis=1, keepdims=True))
-        counts.append(count)
-        medians.append(median)
-    return {"at_least_2x_uniform": float(np.mean(counts)), "median_ratio": float(np.median(medians)),
-            "positions": positions}
