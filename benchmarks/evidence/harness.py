@@ -208,7 +208,14 @@ class Harness:
         self.search_seeds = tuple(args.search_seeds) if args.search_seeds else self.scale.search_seeds
         self.train_seeds = tuple(args.train_seeds) if args.train_seeds else self.scale.train_seeds
         self.k = args.k if args.k is not None else self.scale.k
-        self.variants = args.variants
+        # --variant NAME[=RECIPE]:KEY=VALUE,... defines a variant; --variants lists the ones to run
+        self.defined: dict[str, tuple[str | None, list[str]]] = {}
+        for spec in args.variant:
+            head, _, rest = spec.partition(":")
+            name, _, recipe = head.partition("=")
+            self.defined[name] = (recipe or None, [kv for kv in rest.split(",") if kv])
+        self.variants = args.variants or list(self.defined) or ["default"]
+        self.control = f"{self.variants[0]}-{CONTROL}"
         self.train_set = [*self.scale.train, *DATASET_TRAIN.get(self.dataset, []), *args.train_set]
         self.log = open(self.out / "harness.log", "a") if self.out.is_dir() else None  # noqa: SIM115
 
@@ -347,7 +354,7 @@ class Harness:
 
     def searches(self, data: Path) -> None:
         specs = []
-        for variant in [*self.variants, *([CONTROL] if not self.args.no_control else [])]:
+        for variant in [*self.variants, *([self.control] if not self.args.no_control else [])]:
             recipe, extra = self.variant_config(variant)
             # a recipe that states its stage sizes keeps them; others get the scale's (the demo's on CPU)
             from hitdet.searching import RECIPES
@@ -363,13 +370,21 @@ class Harness:
 
     def variant_config(self, variant: str) -> tuple[str, dict[str, list[str]]]:
         """(search recipe, extra --set per stage) of a variant; the control is the first variant without the loss."""
-        if variant == CONTROL:
-            recipe, extra = self.variant_config(self.variants[0])
+        if variant.endswith("-" + CONTROL):
+            recipe, extra = self.variant_config(variant[: -len(CONTROL) - 1])
             cut = ["strategy.arch_loss_weight=0"]
             return recipe, {"screen": [*extra["screen"], *cut], "search": [*extra["search"], *cut]}
-        recipe, extra = VARIANTS.get(variant, (variant, []))
-        sets = [*DATASET_SEARCH.get(self.dataset, []), *extra, *self.args.search_set]
-        return recipe or self.args.recipe, {"screen": sets, "search": list(sets)}
+        recipe, extra = self.defined.get(variant) or VARIANTS.get(variant, (variant, []))
+        common = [*DATASET_SEARCH.get(self.dataset, []), *self.args.search_set]
+        stage = {"screen": list(common), "search": list(common)}
+        for kv in extra:  # "screen.KEY=VALUE" / "search.KEY=VALUE" for one stage, "KEY=VALUE" for both
+            head, _, rest = kv.partition(".")
+            if head in stage and "=" in rest:
+                stage[head].append(rest)
+            else:
+                stage["screen"].append(kv)
+                stage["search"].append(kv)
+        return recipe or self.args.recipe, stage
 
     def searched(self, variant: str, seed: int) -> tuple[dict[str, str], dict[str, list[str]], dict[str, Any]]:
         """(the searched sample, the sub spaces it was searched in, the architecture's metadata)."""
@@ -410,12 +425,13 @@ class Harness:
         add("torchvision", "torchvision", self.train_seeds, handmade=dataclasses.asdict(handmade), macs=float(hm_macs))
         if not searched:
             return specs
-        for variant in [*self.variants, *([CONTROL] if not self.args.no_control else [])]:
+        for variant in [*self.variants, *([self.control] if not self.args.no_control else [])]:
+            control = variant == self.control
             for i, seed in enumerate(self.search_seeds):
                 sample, kept, _ = self.searched(variant, seed)
                 name = f"{variant}-s{seed}"
-                seeds = self.train_seeds if variant != CONTROL else (self.train_seeds[i % len(self.train_seeds)],)
-                add(name, "control" if variant == CONTROL else "searched", seeds, variant=variant, search_seed=seed,
+                seeds = self.train_seeds if not control else (self.train_seeds[i % len(self.train_seeds)],)
+                add(name, "control" if control else "searched", seeds, variant=variant, search_seed=seed,
                     sample=sample, macs=self.macs_of(sample, settings))
         # K random samples of the first variant's first seed's sub spaces, at its MACs
         sample, kept, _ = self.searched(self.variants[0], self.search_seeds[0])
@@ -425,8 +441,8 @@ class Harness:
         drawn = mac_matched_samples(choices, lambda s: self.macs_of(s, settings), target, self.k, rng,
                                     self.args.tolerance, self.scale.max_tries, exclude=[sample])
         for i, d in enumerate(drawn, start=1):
-            add(f"random-{i}", "random", (self.train_seeds[(i - 1) % len(self.train_seeds)],), sample=d.sample,
-                macs=d.macs, matched=d.matched, rejected=d.tries - 1, variant=self.variants[0])
+            seed = self.train_seeds[(i - 1) % len(self.train_seeds)]
+            add(f"{self.variants[0]}-random-{i}", "random", (seed,), sample=d.sample, macs=d.macs, matched=d.matched, rejected=d.tries - 1, variant=self.variants[0])
         return specs
 
     def run(self) -> dict[str, Any]:
@@ -459,9 +475,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="photos", choices=STYLES, help="hitdet data synth style (default photos)")
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu", help="cpu (2 cores), gpu (one GPU), quick")
     p.add_argument("--recipe", default="synth-cpu", help="search and train recipe of the rows (default synth-cpu)")
-    p.add_argument("--variants", default="default", type=lambda s: [v for v in s.split(",") if v],
-                   help="search recipes to evaluate, comma-separated: 'default' (the --recipe with --search-set) or "
-                        "a recipe name (e.g. paper-cpu); the penalty-only control follows the first")
+    p.add_argument("--variants", default=None, type=lambda s: [v for v in s.split(",") if v],
+                   help="search variants to evaluate, comma-separated: 'default' (the --recipe with --search-set), "
+                        "'lambda0', a recipe name (e.g. paper-cpu) or a --variant; the penalty-only control and "
+                        "the random samples follow the first (default: the --variant ones, else 'default')")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME[=RECIPE]:KEY=VALUE,...",
+                   help="define a search variant: --set overrides on top of RECIPE (default --recipe); "
+                        "'screen.KEY=VALUE' or 'search.KEY=VALUE' acts on one stage only; repeatable")
     p.add_argument("--search-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override for the default variant's screen and search (hitdet search --set); repeatable")
     p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",

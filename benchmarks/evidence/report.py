@@ -63,7 +63,7 @@ def build_report(h: Any, specs: list[dict[str, Any]], settings: Any, lrs: dict[s
 
     rows = _load_rows(specs)
     labels = STRUCTURES[h.structure_name()].labels()
-    variants = [*h.variants, *([CONTROL] if not h.args.no_control else [])]
+    variants = [*h.variants, *([h.control] if not h.args.no_control else [])]
     size, rois = settings.padded_size(), settings.priced_rois()
     command = "python -m benchmarks.evidence " + " ".join(sys.argv[1:])
     lines = [
@@ -115,6 +115,8 @@ def build_report(h: Any, specs: list[dict[str, Any]], settings: Any, lrs: dict[s
             continue
         s_macs = float(np.mean([rows[u][0]["macs"] for u in searched]))
         others = {**hands, "random (K)": _group(rows, "random"), CONTROL: _group(rows, "control")}
+        if variant != h.variants[0]:  # the random samples and the control belong to the first variant
+            others = dict(hands)
         for other, units in others.items():
             if not units:
                 continue
@@ -185,7 +187,7 @@ def _plot_curves(rows: dict[str, list[dict[str, Any]]], path: Path, title: str) 
         epochs = [p["epoch"] for p in curves[0][:n]]
         ap = np.mean([[p["AP"] for p in c[:n]] for c in curves], axis=0)
         colour, ls, lw = styles.get(runs[0]["kind"], ("black", "-", 1.0))
-        label = name if runs[0]["kind"] != "random" else ("random samples" if name == "random-1" else None)
+        label = name if runs[0]["kind"] != "random" else ("random samples" if name.endswith("random-1") else None)
         ax.plot(epochs, ap, color=colour, linestyle=ls, linewidth=lw, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("val AP")
