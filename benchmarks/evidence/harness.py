@@ -442,7 +442,8 @@ class Harness:
                                     self.args.tolerance, self.scale.max_tries, exclude=[sample])
         for i, d in enumerate(drawn, start=1):
             seed = self.train_seeds[(i - 1) % len(self.train_seeds)]
-            add(f"{self.variants[0]}-random-{i}", "random", (seed,), sample=d.sample, macs=d.macs, matched=d.matched, rejected=d.tries - 1, variant=self.variants[0])
+            add(f"{self.variants[0]}-random-{i}", "random", (seed,), sample=d.sample, macs=d.macs,
+                matched=d.matched, rejected=d.tries - 1, variant=self.variants[0])
         return specs
 
     def run(self) -> dict[str, Any]:
