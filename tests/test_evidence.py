@@ -235,8 +235,8 @@ def test_unknown_style_is_refused_before_writing(tmp_path: Path) -> None:
 
 
 def test_hand_picks_are_samples_of_the_space() -> None:
-    from benchmarks.evidence.rows import HAND_PICKS, hand_pick
     from hitdet.architecture import Architecture, load_architecture
+    from search_spaces.hand_picks import HAND_PICKS, hand_pick
     from search_spaces.structure import CPU_STRUCTURE
 
     st = CPU_STRUCTURE

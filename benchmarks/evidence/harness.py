@@ -322,7 +322,7 @@ class Harness:
     def sweep(self, data: Path, settings: Any) -> dict[str, float]:
         """The learning rate of each family, chosen on the held-out fifth of train."""
         from benchmarks.evidence.handmade import match_width
-        from benchmarks.evidence.rows import hand_pick
+        from search_spaces.hand_picks import hand_pick
         from search_spaces.structure import STRUCTURES
 
         held = self.holdout(data)
@@ -400,8 +400,8 @@ class Harness:
         import numpy as np
 
         from benchmarks.evidence.handmade import match_width
-        from benchmarks.evidence.rows import HAND_PICKS, hand_pick
         from benchmarks.evidence.samples import label_choices, mac_matched_samples
+        from search_spaces.hand_picks import HAND_PICKS, hand_pick
         from search_spaces.ops import OP_NAMES
         from search_spaces.structure import STRUCTURES
 

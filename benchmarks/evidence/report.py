@@ -57,7 +57,7 @@ def _ops_per_label(kept: dict[str, list[str]], labels: list[str], all_ops: list[
 def build_report(h: Any, specs: list[dict[str, Any]], settings: Any, lrs: dict[str, float]) -> dict[str, Any]:
     """Write OUT/report.md, report.json and curves.png; return ``{"markdown": ..., ...}``."""
     from benchmarks.evidence.harness import CONTROL
-    from benchmarks.evidence.rows import HAND_PICKS
+    from search_spaces.hand_picks import HAND_PICKS
     from search_spaces.ops import OP_NAMES
     from search_spaces.structure import STRUCTURES
 
