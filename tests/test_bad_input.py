@@ -317,7 +317,7 @@ NEW_CASES: list[tuple[str, list[str], dict[str, Any], str]] = [
      "--train/--val: need at least one image each"),
     ("data-synth-val-negative", ["data", "synth", "--out", "{out}", "--train", "1", "--val", "-4"], {},
      "--train/--val"),
-    ("data-synth-style", ["data", "synth", "--out", "{out}", "--style", "photos"], {}, "--style: invalid choice"),
+    ("data-synth-style", ["data", "synth", "--out", "{out}", "--style", "watercolours"], {}, "--style: invalid choice"),
     ("data-synth-seed-2-32", ["data", "synth", "--out", "{out}", "--seed", str(2**32), "--train", "1", "--val", "1"],
      {}, "--seed: must be in [0, 2**32)"),
     ("data-synth-out-is-file", ["data", "synth", "--out", "{out}", "--train", "1", "--val", "1"], {"out": "a file"},
