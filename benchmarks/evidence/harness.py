@@ -461,6 +461,8 @@ class Harness:
             self.run_jobs(job_train, specs, "baseline rows")
             return {"markdown": f"baselines of {self.dataset} trained (hand picks, torchvision)"}
         self.searches(data)
+        if self.args.searches_only:
+            return {"markdown": f"searches of {self.dataset} done ({', '.join(self.variants)})"}
         specs = self.row_specs(data, settings, lrs)
         self.run_jobs(job_train, specs, "rows")
         from benchmarks.evidence.report import build_report
@@ -496,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, default=0.15, help="MACs tolerance of the random samples (0.15)")
     p.add_argument("--no-control", action="store_true", help="skip the penalty-only control")
     p.add_argument("--jobs", type=int, default=2, help="processes at a time (default 2)")
+    p.add_argument("--searches-only", action="store_true", help="stop after the screens and searches")
     p.add_argument("--baselines-only", action="store_true",
                    help="stop after the learning-rate sweep and the baseline rows (hand picks, torchvision)")
     args = p.parse_args(argv)
