@@ -160,9 +160,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"parameters         {summary['params'] / 1e6:.3f} M")
     print(f"MACs               {summary['macs'] / 1e9:.3f} G (multiply-accumulates, {h}x{w} input, "
           f"{summary['macs_rois']} RoIs)")
-    from hitdet.commands.search import format_decisiveness
+    from strategies.export import describe_decisiveness
 
-    text = format_decisiveness(summary.get("decisiveness") or {})
+    text = describe_decisiveness(summary.get("decisiveness") or {})
     if text:
         print(f"alpha              {text}")
     print(f"AP / AP50 (val)    {summary['AP']:.3f} / {summary['AP50']:.3f}")

@@ -56,6 +56,23 @@ def decisiveness(alpha_probs: dict[str, dict[str, float]]) -> dict[str, Any]:
     }
 
 
+def describe_decisiveness(d: dict[str, Any]) -> str:
+    """α's decisiveness next to what pure noise gives at the same architecture steps and lr ('' if unknown).
+
+    The noise figure comes first in the reader's mind on purpose: few steps at a large lr make any α
+    look decisive, so only a count well above noise's says the loss had a direction.
+    """
+    if not d.get("positions"):
+        return ""
+    text = (f"the chosen op has >= 2x the uniform probability at {d['at_least_2x_uniform']} of {d['positions']} "
+            f"positions (median {d['median_ratio']:.2f}x)")
+    noise = d.get("noise")
+    if noise:
+        text += (f"; pure noise at the same steps and lr: {noise['at_least_2x_uniform']:.1f} positions "
+                 f"(median {noise['median_ratio']:.2f}x)")
+    return text
+
+
 def _decisiveness_with_noise(alpha_probs: dict[str, dict[str, float]], module: HitDetLightningModule) -> dict[str, Any]:
     """:func:`decisiveness`, with what pure noise gives at the run's architecture steps and α learning rate."""
     out = decisiveness(alpha_probs)

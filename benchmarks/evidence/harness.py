@@ -77,21 +77,21 @@ SCALES: dict[str, Scale] = {
     "cpu": Scale(train_images={"photos": 480, "shapes": 320, "glyphs": 320},
                  val_images={"photos": 120, "shapes": 80, "glyphs": 80},
                  screen=_CPU_SCREEN, search=_CPU_SEARCH,
-                 train=["width=1.0", "epochs=12", "milestones=[9, 11]"]),
+                 train=["epochs=12", "milestones=[9, 11]"]),
     # one GPU: the released structure at 1/4 width on 256-px inputs, more data and epochs
     "gpu": Scale(train_images={"photos": 2000, "shapes": 2000, "glyphs": 2000},
                  val_images={"photos": 400, "shapes": 400, "glyphs": 400}, accelerator="gpu",
                  screen=["structure=released", "train.width=0.25", "train.epochs=8", "strategy.arch_start_epoch=3",
                          "train.half_depth=true"],
                  search=["structure=released", "train.width=0.25", "train.epochs=8", "strategy.arch_start_epoch=3"],
-                 train=["width=1.0", "epochs=24", "milestones=[18, 22]"]),
+                 train=["epochs=24", "milestones=[18, 22]"]),
     # a smoke run of every stage: tiny data, one epoch, K = 2, two seeds
     "quick": Scale(train_images={"photos": 24, "shapes": 24, "glyphs": 24},
                    val_images={"photos": 8, "shapes": 8, "glyphs": 8}, k=2, search_seeds=(0, 1), train_seeds=(0,),
                    screen=["train.width=0.5", "train.epochs=1", "train.half_depth=true", "strategy.arch_start_epoch=0",
                            "steps_per_epoch=2"],
                    search=["train.epochs=1", "strategy.arch_start_epoch=0", "steps_per_epoch=2"],
-                   train=["width=1.0", "epochs=2", "warmup_iters=2", "milestones=[2]"], lrs=(0.02,), max_tries=2000),
+                   train=["epochs=2", "warmup_iters=2", "milestones=[2]"], lrs=(0.02,), max_tries=2000),
 }
 # Letters are not mirror-symmetric: a flipped R is no R. The photos set trains (and searches) without flips.
 DATASET_TRAIN = {"photos": ["hflip_prob=0.0"], "shapes": [], "glyphs": []}

@@ -84,24 +84,9 @@ def format_search_summary(det: dict) -> str:
         target = det["target_macs"]
         macs += f"; target {target / 1e9:.4g} G ({100 * (det['macs'] - target) / target:+.1f} %)"
     lines += [macs, f"params    {det['params'] / 1e6:.3f} M"]
-    text = format_decisiveness(det.get("decisiveness") or {})
+    from strategies.export import describe_decisiveness
+
+    text = describe_decisiveness(det.get("decisiveness") or {})
     if text:
         lines.append(f"alpha     {text}")
     return "\n".join(lines)
-
-
-def format_decisiveness(d: dict) -> str:
-    """α's decisiveness next to what pure noise gives at the same architecture steps and lr ('' if unknown).
-
-    The noise figure comes first in the reader's mind on purpose: few steps at a large lr make any α
-    look decisive, so only a count well above noise's says the loss had a direction.
-    """
-    if not d.get("positions"):
-        return ""
-    text = (f"the chosen op has >= 2x the uniform probability at {d['at_least_2x_uniform']} of {d['positions']} "
-            f"positions (median {d['median_ratio']:.2f}x)")
-    noise = d.get("noise")
-    if noise:
-        text += (f"; pure noise at the same steps and lr: {noise['at_least_2x_uniform']:.1f} positions "
-                 f"(median {noise['median_ratio']:.2f}x)")
-    return text
