@@ -61,7 +61,7 @@ from typing import Any
 PAPER_SCREEN = [
     "train.epochs=12", "train.schedule=cosine", "train.base_lr=0.04", "train.base_batch=32",
     "train.half_depth=true", "strategy.mu=0.1", "strategy.num_ops=8", "strategy.arch_start_epoch=6",
-    "strategy.arc_learning_rate=0.0004", "strategy.mixed_op=recompute",  # 32 ops at 800 px: see the README
+    "strategy.arc_learning_rate=0.0004", "strategy.mixed_op=recompute",  # 32 ops at 800 px: see docs/memory.md
 ]
 PAPER_SEARCH = [
     "train.epochs=12", "train.schedule=cosine", "train.base_lr=0.04", "train.base_batch=32",

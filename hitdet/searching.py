@@ -44,8 +44,8 @@ MODES = ("screen", "search")
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {
         "train": {"epochs": 12, "schedule": "cosine", "base_lr": 0.04, "warmup_iters": 0},
-        # At 800x1333 the 32-op screening with the plain weighted sum needs 100-240 GiB a GPU (README,
-        # "Memory modes"); recomputing the candidates in the backward pass brings it to 20-40 GiB (an
+        # At 800x1333 the 32-op screening with the plain weighted sum needs 100-240 GiB a GPU
+        # (docs/memory.md); recomputing the candidates in the backward pass brings it to 20-40 GiB (an
         # 80 GB GPU) for ~1.2-1.4x the step time, and the 8-op search to 12-26 GiB.
         "strategy": {"mixed_op": "recompute"},
     },
@@ -76,11 +76,11 @@ RECIPES: dict[str, dict[str, Any]] = {
         "strategy": {"arch_start_epoch": 1, "arch_travel": 4.4},
     },
 }
-# The paper's method at the CPU scale, as the demo ran it before the CPU recipe was re-measured (README,
-# "Does the search beat the hand picks?"): every reading the paper prints, pinned so that later defaults do
-# not move it -- α's argmax, screening by the epoch-mean column probability, the full weighted sum, no op
-# kept from screening, skip dropped by drop-path while screening -- and the demo's stage sizes (screen a
-# half-width proxy 4 epochs of 6 steps, search 3 epochs of 8).
+# The paper's method at the CPU scale, as the demo ran it before the CPU recipe was re-measured
+# (docs/evidence.md): every reading the paper prints, pinned so that later defaults do not move it --
+# α's argmax, screening by the epoch-mean column probability, the full weighted sum, no op kept from
+# screening, skip dropped by drop-path while screening -- and the demo's stage sizes (screen a half-width
+# proxy 4 epochs of 6 steps, search 3 epochs of 8).
 RECIPES["paper-cpu"] = {
     **RECIPES["synth-cpu"],
     "strategy": {"arch_start_epoch": 1, "arch_travel": 4.4, "decision": None, "scoring": "epoch_mean",

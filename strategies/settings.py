@@ -1,7 +1,7 @@
 """All knobs of the HitDet strategy in one dataclass, with the paper's values as defaults.
 
 Where the paper is silent (the FLOPs unit, how screening ranks, how far α may travel), the
-defaults are the readings our evidence favours; ``README.md`` ("What makes the search search")
+defaults are the readings our evidence favours; ``docs/measurements.md`` ("What makes the search search")
 gives the measurements behind each.
 """
 
@@ -168,7 +168,7 @@ class SearchSettings:
         """The drop-path probability of ``skip`` actually used: None means 0.3 when screening, 0 when searching.
 
         Screening decides which ops exist at all, and there a ``skip`` that wins on training
-        speed crowded out better ops (toy screen, README); in the search a cheap ``skip`` is a
+        speed crowded out better ops (toy screen, docs/measurements.md); in the search a cheap ``skip`` is a
         legitimate answer to the FLOPs penalty, so it is not handicapped there by default.
         """
         if self.skip_drop_prob is not None:

@@ -323,7 +323,7 @@ def test_defaults_are_the_papers() -> None:
     s = HitDetStrategy().settings
     paper = ("search", 4e-4, 6, 0.01, 0.1, 8)
     assert (s.mode, s.arc_learning_rate, s.arch_start_epoch, s.lam, s.mu, s.num_ops) == paper
-    # where the paper is silent, the defaults are the readings our evidence favours (README)
+    # where the paper is silent, the defaults are the readings our evidence favours (docs/measurements.md)
     assert (s.regulariser, s.scoring, s.arch_travel, s.target_macs, s.bn_affine) == (
         "min", "epoch_mean", None, None, True
     )
