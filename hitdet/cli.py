@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "hitdet.commands.search",
     "hitdet.commands.train",
     "hitdet.commands.eval",
+    "hitdet.commands.bench",
     "hitdet.commands.pretrain",
     "hitdet.commands.plot",
     "hitdet.commands.compare",

@@ -108,6 +108,7 @@ def coco_evaluate(
     image_ids: Iterable[int] | None = None,
     backend: str = "pycocotools",
     source: str | None = None,
+    per_class: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
     """COCO box metrics (:data:`METRIC_NAMES`) of ``detections`` against ``gt``.
 
@@ -115,7 +116,9 @@ def coco_evaluate(
     COCO results format (original category ids) or a path to one. ``image_ids`` restricts
     the evaluation (e.g. to a split's half); by default every ground-truth image counts,
     including those without detections. No detections at all score 0 (or -1 where a size
-    range has no ground truth), as COCOeval would.
+    range has no ground truth), as COCOeval would. ``per_class``: a list to extend with one
+    row per category ({category_id, name, instances, AP, AP50, AP75}, AP None where the
+    category has no ground truth), from the same evaluation.
     """
     coco_gt = _as_gt(gt)
     source = source or "detections"  # the file already-loaded detections came from, for error messages
@@ -148,7 +151,56 @@ def coco_evaluate(
         evaluator.accumulate()
         evaluator.summarize()
     stats = np.asarray(evaluator.stats, dtype=float)[: len(METRIC_NAMES)]
-    return {name: float(v) for name, v in zip(METRIC_NAMES, stats, strict=True)}
+    metrics = {name: float(v) for name, v in zip(METRIC_NAMES, stats, strict=True)}
+    if per_class is not None:
+        per_class.extend(_per_class_ap(evaluator, coco_gt, ids))
+    return metrics
+
+
+def _mean_precision(precision: np.ndarray) -> float | None:
+    """COCOeval's AP of a slice of its precision array: the mean over entries that have ground truth."""
+    valid = precision[precision > -1]
+    return float(np.mean(valid)) if valid.size else None
+
+
+def _per_class_ap(evaluator: Any, coco_gt: COCO, image_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """AP, AP50 and AP75 of each category from COCOeval's accumulated precision (as detectron2 reports them).
+
+    ``precision`` is indexed [IoU threshold, recall, category, area range, max detections]; the
+    summary's AP is area "all" (index 0) at 100 detections (the last index), averaged over IoU
+    thresholds and recall points with ground truth. A category with no ground truth in the evaluated
+    images has no AP (None).
+    """
+    precision = np.asarray(evaluator.eval["precision"], dtype=float)
+    iou_thrs = np.asarray(evaluator.params.iouThrs, dtype=float)
+    at50, at75 = (int(np.argmin(np.abs(iou_thrs - t))) for t in (0.5, 0.75))
+    wanted = set(image_ids)
+    rows = []
+    for k, cat_id in enumerate(evaluator.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        anns = coco_gt.loadAnns(coco_gt.getAnnIds(catIds=[cat_id]))
+        rows.append({
+            "category_id": int(cat_id),
+            "name": str(coco_gt.cats[cat_id].get("name", cat_id)),
+            "instances": sum(1 for a in anns if a["image_id"] in wanted and not a.get("iscrowd", 0)),
+            "AP": _mean_precision(p),
+            "AP50": _mean_precision(p[at50]),
+            "AP75": _mean_precision(p[at75]),
+        })
+    return rows
+
+
+def format_per_class(rows: Sequence[Mapping[str, Any]], columns: int = 3, title: str = "Per-category box AP") -> str:
+    """detectron2's per-category table: (category, AP) pairs, ``columns`` pairs a line; n/a: no ground truth."""
+    if not rows:
+        return f"{title}: no categories"
+    width = max(8, *(len(str(r["name"])) for r in rows))
+    cells = [f"{str(r['name']):<{width}}  {'n/a' if r['AP'] is None else format(r['AP'], '.4f'):>6}" for r in rows]
+    header = "  |  ".join([f"{'category':<{width}}  {'AP':>6}"] * min(columns, len(cells)))
+    lines = [title, header, "-" * len(header)]
+    for start in range(0, len(cells), columns):
+        lines.append("  |  ".join(cells[start:start + columns]))
+    return "\n".join(lines)
 
 
 def format_table(metrics: Mapping[str, float], title: str = "COCO box metrics") -> str:

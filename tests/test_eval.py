@@ -15,7 +15,14 @@ from pycocotools.cocoeval import COCOeval
 from hitdet.cli import main
 from hitdet.data import SynthSpec, load_split, write_synthetic
 from hitdet.errors import UserError
-from hitdet.evaluation import METRIC_NAMES, available_backends, coco_evaluate, format_table, to_coco_results
+from hitdet.evaluation import (
+    METRIC_NAMES,
+    available_backends,
+    coco_evaluate,
+    format_per_class,
+    format_table,
+    to_coco_results,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +48,14 @@ def _shifted(ann: Path) -> list[dict]:
     return dets
 
 
-def _pycocotools_direct(ann: Path, det_file: Path) -> list[float]:
+def _pycocotools_direct(ann: Path, det_file: Path, cat_ids: list[int] | None = None) -> list[float]:
+    """COCOeval on the files; ``cat_ids``: evaluate only these categories (one: that category's AP)."""
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(ann))
         dt = gt.loadRes(str(det_file))
         ev = COCOeval(gt, dt, "bbox")
+        if cat_ids is not None:
+            ev.params.catIds = cat_ids
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -69,14 +79,58 @@ def test_shifted_boxes_match_pycocotools_on_the_files(val: tuple[Path, Path], tm
     assert 0.2 < got["AP50"] < 1.0 and got["AP"] < got["AP50"]  # really degraded, not trivially 0 or 1
 
 
+def test_per_class_ap_is_cocoeval_restricted_to_that_category(val: tuple[Path, Path], tmp_path: Path) -> None:
+    _, ann = val
+    dets = _shifted(ann)
+    det_file = tmp_path / "dets.json"
+    det_file.write_text(json.dumps(dets))
+    rows: list[dict] = []
+    overall = coco_evaluate(ann, det_file, per_class=rows)
+    gt = json.loads(ann.read_text())
+    cats = sorted(gt["categories"], key=lambda c: c["id"])
+    assert [(r["category_id"], r["name"]) for r in rows] == [(c["id"], c["name"]) for c in cats]
+    for r in rows:
+        alone = _pycocotools_direct(ann, det_file, [r["category_id"]])
+        assert r["AP"] == pytest.approx(alone[0], abs=1e-12), r["name"]
+        assert r["AP50"] == pytest.approx(alone[1], abs=1e-12), r["name"]
+        assert r["AP75"] == pytest.approx(alone[2], abs=1e-12), r["name"]
+        assert r["instances"] == sum(1 for a in gt["annotations"] if a["category_id"] == r["category_id"])
+    # the summary's AP is the mean over categories with ground truth
+    assert overall["AP"] == pytest.approx(sum(r["AP"] for r in rows) / len(rows), abs=1e-12)
+    assert len({round(r["AP"], 6) for r in rows}) > 1  # the categories really differ
+
+
+def test_per_class_without_ground_truth_is_none_and_printed_n_a(val: tuple[Path, Path]) -> None:
+    _, ann = val
+    data = json.loads(ann.read_text())
+    data["categories"].append({"id": 99, "name": "unseen"})
+    rows: list[dict] = []
+    coco_evaluate(data, _gt_detections(ann), per_class=rows)
+    unseen = [r for r in rows if r["category_id"] == 99]
+    assert unseen == [{"category_id": 99, "name": "unseen", "instances": 0, "AP": None, "AP50": None, "AP75": None}]
+    assert all(r["AP"] == pytest.approx(1.0) for r in rows if r["category_id"] != 99)
+    table = format_per_class(rows, columns=3)
+    lines = table.splitlines()
+    assert lines[0] == "Per-category box AP" and lines[1].count("category") == 3
+    assert len(lines) == 3 + 2  # title, header, rule, then 5 categories in rows of 3
+    assert "unseen" in table and "n/a" in table and "1.0000" in table
+
+
 @pytest.mark.skipif("faster-coco-eval" not in available_backends(), reason="faster-coco-eval not installed")
 def test_faster_coco_eval_gives_the_same_numbers(val: tuple[Path, Path]) -> None:
     _, ann = val
     for dets in (_gt_detections(ann), _shifted(ann), []):
-        a = coco_evaluate(ann, dets, backend="pycocotools")
-        b = coco_evaluate(ann, dets, backend="faster-coco-eval")
+        rows_a: list[dict] = []
+        rows_b: list[dict] = []
+        a = coco_evaluate(ann, dets, backend="pycocotools", per_class=rows_a)
+        b = coco_evaluate(ann, dets, backend="faster-coco-eval", per_class=rows_b)
         for name in METRIC_NAMES:
             assert b[name] == pytest.approx(a[name], abs=1e-6), name
+        for ra, rb in zip(rows_a, rows_b, strict=True):
+            assert {k: v for k, v in rb.items() if not k.startswith("AP")} == {
+                k: v for k, v in ra.items() if not k.startswith("AP")}
+            for key in ("AP", "AP50", "AP75"):
+                assert rb[key] == pytest.approx(ra[key], abs=1e-6), (ra["name"], key)
 
 
 def test_image_subset_and_no_detections(val: tuple[Path, Path]) -> None:
@@ -132,9 +186,17 @@ def test_cli_eval_scores_a_detections_file(
     dataclasses.replace(a, settings=dataclasses.replace(a.settings, num_classes=5)).save(arch)
     code = main(["eval", str(arch), "--data", str(root), "--detections", str(det_file), "--out", str(tmp_path / "ev")])
     assert code == 0
-    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
+    written = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    metrics = written["metrics"]
     assert metrics["AP"] == pytest.approx(_pycocotools_direct(ann, det_file)[0], abs=1e-12)
-    assert "AP50" in capsys.readouterr().out
+    cat_ids = [c["id"] for c in json.loads(ann.read_text())["categories"]]
+    assert [r["category_id"] for r in written["per_class"]] == sorted(cat_ids)
+    for r in written["per_class"]:
+        assert r["AP"] == pytest.approx(_pycocotools_direct(ann, det_file, [r["category_id"]])[0], abs=1e-12)
+    out = capsys.readouterr().out
+    assert "AP50" in out and "Per-category box AP" in out
+    for r in written["per_class"]:  # each category's line shows its AP as written
+        assert f"{r['name']:<8}  {r['AP']:.4f}" in out
     assert load_split(root, "val").num_classes == 4
     code = main(["eval", str(arch), "--data", str(root), "--detections", str(det_file), "--out", str(tmp_path / "ev")])
     assert code == 2 and "not empty" in capsys.readouterr().err

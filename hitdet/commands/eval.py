@@ -1,4 +1,4 @@
-"""``hitdet eval ARCH --weights W --data DIR``: COCO box metrics of a trained detector."""
+"""``hitdet eval ARCH --weights W --data DIR``: COCO box metrics of a trained detector, overall and per category."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from hitdet.builder import build_detector
     from hitdet.data import dataset_folder, load_split
     from hitdet.errors import UserError
-    from hitdet.evaluation import coco_evaluate, format_table, load_detections, predict
+    from hitdet.evaluation import coco_evaluate, format_per_class, format_table, load_detections, predict
     from hitdet.io import write_json_atomic
     from hitdet.runs import Run, recorded_data
     from hitdet.weights.detector import load_weights
@@ -72,14 +72,17 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--accelerator gpu: no GPU is available")
         device = torch.device("cuda" if args.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
         detections = predict(model, ds, batch_size=args.batch_size, device=device, progress=not args.no_progress)
-    metrics = coco_evaluate(ds.coco, detections, backend=args.backend, source=args.detections)
+    per_class: list[dict] = []
+    metrics = coco_evaluate(ds.coco, detections, backend=args.backend, source=args.detections, per_class=per_class)
     with results:  # another eval into the same folder is refused (exit 2 naming it)
         write_json_atomic(out / "detections.json", detections)
         write_json_atomic(out / "metrics.json", {
             "metrics": metrics, "weights": str(args.weights), "architecture": str(args.arch),
             "annotations": str(ds.ann_file), "images": len(ds), "detections": len(detections),
-            "backend": args.backend,
+            "backend": args.backend, "per_class": per_class,
         })
     print(format_table(metrics, f"COCO box metrics: {ds.ann_file} ({len(ds)} images, {len(detections)} detections)"))
+    print()
+    print(format_per_class(per_class))
     print(f"wrote {out / 'metrics.json'} and {out / 'detections.json'}")
     return 0
