@@ -53,7 +53,12 @@ class Architecture:
     preset: str = field(default="", init=False, compare=False)
 
     def sample(self) -> dict[str, str]:
-        """The NNI sample ``{label: op}`` of this architecture, in the structure's label order."""
+        """The NNI sample of this architecture.
+
+        Returns:
+            ``{label: op}`` for every searched position, in the structure's label order (backbone blocks,
+            neck cells, head blocks), e.g. ``{"backbone/s1_b0": "ir_k3_e3", ...}``.
+        """
         return {label: self.choices[label] for label in self.structure.labels()}
 
     @classmethod
@@ -64,6 +69,22 @@ class Architecture:
         settings: DetectorSettings | None = None,
         **kwargs: Any,
     ) -> Architecture:
+        """The architecture of an NNI sample of a search space (the inverse of :meth:`sample`).
+
+        Args:
+            sample: ``{label: op}`` with an op for every searched position of ``structure`` (extra keys
+                are ignored), e.g. ``strategy.export_result().sample``.
+            structure: the space's structure (``space.structure``); default the released structure.
+            settings: the detector settings (``space.settings``); default ``DetectorSettings()``.
+            **kwargs: the other fields: ``name``, ``detector_type`` ("faster_rcnn" or "retinanet"),
+                ``metadata``.
+
+        Returns:
+            The validated architecture.
+
+        Raises:
+            ArchitectureError: a position without an op, an unknown op, channels a grouped op cannot divide.
+        """
         structure = structure or DetectorStructure()
         missing = [label for label in structure.labels() if label not in sample]
         if missing:
@@ -74,6 +95,12 @@ class Architecture:
         return arch
 
     def to_dict(self) -> dict[str, Any]:
+        """The architecture JSON document (docs/architecture-json.md) as a dict.
+
+        Returns:
+            A dict with ``format``, ``version``, ``name``, ``detector``, ``backbone``, ``neck``, ``head`` and
+            ``metadata``, which :func:`load_architecture` reads back to an equal architecture.
+        """
         st, ops = self.structure, self.sample()
 
         def layer(op: str, out: int, stride: int) -> dict[str, Any]:
@@ -105,7 +132,14 @@ class Architecture:
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the JSON atomically (temporary file + rename)."""
+        """Write the architecture JSON atomically (a temporary file in the same folder, fsync'ed, renamed).
+
+        Args:
+            path: the file to write; an existing file is replaced.
+
+        Returns:
+            The path written.
+        """
         return write_json_atomic(path, self.to_dict())
 
 
@@ -332,12 +366,29 @@ def validate(arch: Architecture, source: str) -> None:
 
 
 def preset_names() -> list[str]:
+    """The names of the architectures shipped with hitdet.
+
+    Returns:
+        The sorted preset names (e.g. ``["hit-detector"]``), each a valid argument of :func:`load_architecture`.
+    """
     files = resources.files("hitdet.presets").iterdir()
     return sorted(p.name.removesuffix(".json") for p in files if p.name.endswith(".json"))
 
 
 def load_architecture(path_or_preset: str | os.PathLike[str]) -> Architecture:
-    """Read an architecture from a JSON file, or a preset shipped with hitdet by name."""
+    """Read and validate an architecture: a JSON file, or a preset shipped with hitdet by name.
+
+    Args:
+        path_or_preset: a path to an architecture JSON file, or a preset name (:func:`preset_names`, e.g.
+            ``"hit-detector"``, the paper's released detector).
+
+    Returns:
+        The architecture. A preset's has ``preset`` set to its name.
+
+    Raises:
+        ArchitectureError: no such file or preset, invalid JSON, or a document that does not describe a
+            valid detector; the one-line message names the file and the field.
+    """
     name = str(path_or_preset)
     preset = resources.files("hitdet.presets").joinpath(f"{name}.json")
     if not name.endswith(".json") and os.sep not in name and preset.is_file():

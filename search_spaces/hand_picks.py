@@ -58,5 +58,18 @@ HAND_PICKS: dict[str, tuple[str, Callable[[DetectorStructure], dict[str, str]]]]
 
 
 def hand_pick(name: str, structure: DetectorStructure) -> dict[str, str]:
-    """The sample ``{label: op}`` of hand pick ``name`` on ``structure``."""
+    """A detector anyone could pick without searching, as a sample of ``structure``.
+
+    Args:
+        name: a hand pick of :data:`HAND_PICKS`: ``"stage-ir"``, ``"stage-ir+conv-neck"``, ``"backbone-ir"``,
+            ``"all-ir"`` or ``"released"``.
+        structure: the search space's structure (``space.structure``).
+
+    Returns:
+        The sample ``{label: op}`` for every searched position of ``structure``
+        (``Architecture.from_sample`` turns it into an architecture).
+
+    Raises:
+        KeyError: an unknown hand pick.
+    """
     return HAND_PICKS[name][1](structure)

@@ -26,6 +26,13 @@ def hpo_search_space(choices: Mapping[str, Sequence[str]] | Any) -> dict[str, di
     A space is anything with ``search_space_choices()`` (the Hit-Detector spaces), or an NNI
     model space (its ``simplify()`` gives the labelled choices). Entries that already are HPO
     specs are kept, so exporting an export changes nothing.
+
+    Args:
+        choices: ``{label: [ops]}`` (e.g. :func:`search_spaces.detector_choices`), a HitDet space, or an
+            NNI model space.
+
+    Returns:
+        The NNI HPO search space: one ``choice`` of ops per label.
     """
     if hasattr(choices, "search_space_choices"):
         choices = choices.search_space_choices()
@@ -38,12 +45,28 @@ def hpo_search_space(choices: Mapping[str, Sequence[str]] | Any) -> dict[str, di
 
 
 def detector_hpo_search_space(structure: DetectorStructure | None = None, ops: OpsArg = None) -> dict[str, Any]:
-    """The HPO search space of the two-stage trinity space, without building it."""
+    """The HPO search space of the two-stage trinity space, without building it.
+
+    Args:
+        structure: the detector's structure; default the released one.
+        ops: ``None`` (all 32 ops), one list for every component, or one list per component.
+
+    Returns:
+        ``{label: {"_type": "choice", "_value": [ops]}}`` for every searched position.
+    """
     return hpo_search_space(detector_choices(structure, ops))
 
 
 def write_hpo_search_space(path: str | os.PathLike[str], space: Mapping[str, Sequence[str]] | Any) -> Path:
-    """Write :func:`hpo_search_space` of ``space`` as JSON (the file ``nnictl``'s config points to)."""
+    """Write :func:`hpo_search_space` of ``space`` as JSON (the file ``nnictl``'s config points to).
+
+    Args:
+        path: the JSON file to write (its folder is created).
+        space: what :func:`hpo_search_space` takes.
+
+    Returns:
+        The path written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(hpo_search_space(space), indent=2) + "\n")
@@ -55,6 +78,12 @@ def sample_from_hpo(parameters: Mapping[str, Any]) -> dict[str, str]:
 
     The tuner may return plain values or, for nested spaces, ``{"_name": value}``; extra keys
     that are not labels (``label/...``) are dropped.
+
+    Args:
+        parameters: a trial's parameters, ``nni.get_next_parameter()``.
+
+    Returns:
+        The sample ``{label: op}``, ready for ``Architecture.from_sample`` or ``model_context``.
     """
     sample = {}
     for label, value in parameters.items():

@@ -136,12 +136,32 @@ def _register(registry: dict[str, Any], kind: Any, what: str) -> Any:
 
 
 def register_neck(kind: NeckKind) -> NeckKind:
-    """Make ``kind`` available by its name (``neck.type`` of an architecture JSON); returns it."""
+    """Make a neck kind available by its name (``neck.type`` of an architecture JSON).
+
+    Args:
+        kind: the neck kind (a :class:`NeckKind` instance with a ``name``).
+
+    Returns:
+        ``kind`` itself, so that a module can register and keep it in one line.
+
+    Raises:
+        ValueError: a kind without a name, or another kind already registered under that name.
+    """
     return _register(NECKS, kind, "neck")
 
 
 def register_detector(kind: DetectorKind) -> DetectorKind:
-    """Make ``kind`` available by its name (``detector.type`` of an architecture JSON); returns it."""
+    """Make a detector kind available by its name (``detector.type`` of an architecture JSON).
+
+    Args:
+        kind: the detector kind (a :class:`DetectorKind` instance with a ``name``).
+
+    Returns:
+        ``kind`` itself.
+
+    Raises:
+        ValueError: a kind without a name, or another kind already registered under that name.
+    """
     return _register(DETECTORS, kind, "detector")
 
 
@@ -153,18 +173,48 @@ def _lookup(registry: Mapping[str, Any], name: str, what: str) -> Any:
 
 
 def neck_kind(name: str) -> NeckKind:
-    """The registered neck kind ``name``; ``ValueError`` naming the known ones otherwise."""
+    """Look a registered neck kind up.
+
+    Args:
+        name: the kind's name, e.g. ``"panet"``.
+
+    Returns:
+        The :class:`NeckKind` registered under ``name``.
+
+    Raises:
+        ValueError: no such kind; the message names the known ones.
+    """
     return _lookup(NECKS, name, "neck")
 
 
 def detector_kind(name: str) -> DetectorKind:
-    """The registered detector kind ``name``; ``ValueError`` naming the known ones otherwise."""
+    """Look a registered detector kind up.
+
+    Args:
+        name: the kind's name, e.g. ``"faster_rcnn"`` or ``"retinanet"``.
+
+    Returns:
+        The :class:`DetectorKind` registered under ``name``.
+
+    Raises:
+        ValueError: no such kind; the message names the known ones.
+    """
     return _lookup(DETECTORS, name, "detector")
 
 
 def neck_types() -> tuple[str, ...]:
+    """The names of the registered neck kinds.
+
+    Returns:
+        The names, in registration order (``("panet", ...)``).
+    """
     return tuple(NECKS)
 
 
 def detector_types() -> tuple[str, ...]:
+    """The names of the registered detector kinds.
+
+    Returns:
+        The names, in registration order (``("faster_rcnn", "retinanet", ...)``).
+    """
     return tuple(DETECTORS)

@@ -70,6 +70,14 @@ class RetinaNetSpace(RetinaNet, SpaceInfo, ModelSpace):
     ``RetinaNetSpace()`` is the released backbone and neck structure with two 4-block towers
     (``head_blocks=8``) and all 32 ops at each of the 36 positions. A sample converts to an
     architecture JSON with ``detector.type = "retinanet"``.
+
+    Args:
+        structure: depths, channels and strides; default the released structure with two 4-block towers.
+        ops: the candidates: ``None`` (all 32 ops), one list for every component, or
+            ``{"backbone": [...], "neck": [...], "head": [...]}`` (a missing component keeps all 32).
+        settings: torchvision's RetinaNet settings (classes, input sizes, anchors); default ``DetectorSettings()``.
+        half_depth: keep every other backbone block.
+        input_size: the padded input ``(height, width)`` the candidates' MACs are priced at.
     """
 
     def __init__(

@@ -166,7 +166,21 @@ def _spec(op: str | OpSpec) -> OpSpec:
 
 
 def build_op(name: str | OpSpec, in_channels: int, out_channels: int, stride: int = 1) -> nn.Module:
-    """Build one pool op as an ``nn.Module`` (docs/op-pool.md, "Construction")."""
+    """Build one op of the pool as an ``nn.Module`` (docs/op-pool.md, "Construction").
+
+    Args:
+        name: an op name of the pool (:data:`OP_NAMES`, e.g. ``"ir_k5_e6_d2"``) or its decoded :class:`OpSpec`.
+        in_channels: input channels.
+        out_channels: output channels.
+        stride: 1 (keeps the resolution) or 2 (halves it), applied by the spatial convolution.
+
+    Returns:
+        The op, in training mode; it adds its input to its output when ``in_channels == out_channels``
+        and ``stride == 1`` (``skip`` is then the identity).
+
+    Raises:
+        ValueError: an unknown op name, non-positive channels or stride, or channels a grouped op cannot divide.
+    """
     spec = _spec(name)
     cin, cout = in_channels, out_channels
     if cin < 1 or cout < 1 or stride < 1:
@@ -198,7 +212,23 @@ def build_op(name: str | OpSpec, in_channels: int, out_channels: int, stride: in
 def op_cost(
     name: str | OpSpec, in_channels: int, out_channels: int, stride: int, height: int, width: int
 ) -> Cost:
-    """Parameters and MACs of ``build_op(name, ...)`` on an ``height x width`` input, without building it."""
+    """Parameters and MACs of ``build_op(name, in_channels, out_channels, stride)``, counted without building it.
+
+    Args:
+        name: an op name of the pool or its :class:`OpSpec`.
+        in_channels: input channels.
+        out_channels: output channels.
+        stride: 1 or 2.
+        height: input height in pixels.
+        width: input width in pixels.
+
+    Returns:
+        A :class:`Cost`: ``params`` (weights and BatchNorm affine parameters) and ``macs``
+        (multiply-accumulates of the convolutions on one ``height x width`` input; 1 MAC = 2 FLOPs).
+
+    Raises:
+        ValueError: an unknown op name, or channels a grouped op cannot divide.
+    """
     spec = _spec(name)
     cin, cout = in_channels, out_channels
     if spec.family == "skip":

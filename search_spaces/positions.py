@@ -58,6 +58,16 @@ def normalize_ops(ops: OpsArg, components: Sequence[str] = COMPONENTS) -> dict[s
 
     A dict may leave components out (they get all 32 ops); unknown components, unknown ops,
     duplicates and empty lists are errors, so that a typo never silently widens a space.
+
+    Args:
+        ops: ``None``, a list of op names, or ``{component: [op names]}``.
+        components: the components to fill (default ``backbone``, ``neck``, ``head``).
+
+    Returns:
+        ``{component: tuple of op names}`` for every component.
+
+    Raises:
+        SpaceError: an unknown component or op, a duplicate, an empty list, or a bare string.
     """
     if ops is None:
         return {c: OP_NAMES for c in components}
@@ -141,6 +151,16 @@ def detector_positions(
 
     The backbone's, then the neck's (its kind's, ``structure.neck_type``), then the head's (the
     detector kind's: a two-stage RoI head runs ``num_rois`` times, a one-stage head once per level).
+
+    Args:
+        structure: the detector's structure (depths, channels, strides, neck kind).
+        input_size: the padded input ``(height, width)`` that resolutions and MACs are computed at.
+        num_rois: the RoIs per image a two-stage head runs on.
+        detector_type: a registered detector kind, ``"faster_rcnn"`` or ``"retinanet"``.
+
+    Returns:
+        One :class:`Position` per searched position (label, component, channels, stride, input size),
+        each able to price any op there (``position.macs(op)``).
     """
     bb, sizes = backbone_positions(structure, input_size)
     neck = neck_kind(structure.neck_type)
@@ -150,7 +170,15 @@ def detector_positions(
 
 
 def candidate_macs(positions: Sequence[Position], ops: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
-    """``{label: {op: MACs per image}}`` for every position and every op of its component's list."""
+    """The MACs of every candidate at every position: the table the search's FLOPs penalty uses.
+
+    Args:
+        positions: the searched positions (:func:`detector_positions`).
+        ops: ``{component: [op names]}`` (:func:`normalize_ops`).
+
+    Returns:
+        ``{label: {op: MACs per image}}`` for every position and every op of its component's list.
+    """
     return {p.label: {op: float(p.macs(op)) for op in ops[p.component]} for p in positions}
 
 
@@ -160,6 +188,14 @@ def position_choices(positions: Sequence[Position], ops: Mapping[str, Sequence[s
 
 
 def detector_choices(structure: DetectorStructure | None = None, ops: OpsArg = None) -> dict[str, list[str]]:
-    """The two-stage trinity space's ``{label: [ops]}`` (what :class:`TrinitySpace` would hold)."""
+    """The candidates of the two-stage trinity space, without building it (what ``TrinitySpace`` would hold).
+
+    Args:
+        structure: the detector's structure; default the released one.
+        ops: ``None`` (all 32 ops), one list for every component, or one list per component.
+
+    Returns:
+        ``{label: [candidate ops]}`` in the structure's label order.
+    """
     structure = structure or DetectorStructure()
     return position_choices(detector_positions(structure), normalize_ops(ops))

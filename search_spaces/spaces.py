@@ -118,6 +118,13 @@ class BackboneSpace(Backbone, SpaceInfo, ModelSpace):
     The default is the released Hit-Detector structure (4+4+8+4 blocks); ``half_depth=True``
     gives the screening variant (2+2+4+2); other depths and widths come from
     ``DetectorStructure().with_depths(...)`` / ``.scaled(...)``.
+
+    Args:
+        structure: depths, channels and strides; default the released structure.
+        ops: the candidates: ``None`` (all 32 ops), one list for every component, or
+            ``{"backbone": [...], "neck": [...], "head": [...]}`` (a missing component keeps all 32).
+        half_depth: keep every other block of each stage (the screening backbone).
+        input_size: the padded input ``(height, width)`` the candidates' MACs are priced at.
     """
 
     def __init__(
@@ -180,6 +187,17 @@ class NeckSpace(_KindNeckSpace, PANetNeck, ModelSpace):
     :meth:`candidate_macs`; default 4, 8, 16, ...). ``forward([C1..C_L])`` returns an
     ``OrderedDict`` "0".."L-1" (+ "pool" with ``extra_level``), like torchvision's FPN.
     The space of another neck kind is :func:`neck_space_class`'s.
+
+    Args:
+        structure: the detector structure whose backbone feeds the neck; default the released one.
+        ops: the candidates: ``None`` (all 32 ops), one list for every component, or
+            ``{"backbone": [...], "neck": [...], "head": [...]}`` (a missing component keeps all 32).
+        in_channels: the channels of the features of another backbone (default: the structure's).
+        channels: the channels of every output level (default: ``structure.neck_channels``).
+        strides: the strides of ``in_channels``'s features, for the MACs (default 4, 8, 16, ...).
+        extra_level: add the "pool" level (a stride-2 max-pool of the last level) for the RPN.
+        half_depth: price the features of the half-depth backbone.
+        input_size: the padded input ``(height, width)`` the candidates' MACs are priced at.
     """
 
     neck_type = PANET
@@ -189,7 +207,18 @@ _NECK_SPACES: dict[str, type] = {PANET: NeckSpace}
 
 
 def neck_space_class(neck_type: str) -> type:
-    """The NNI space class of a registered neck kind: its module class with a choice per cell (made once)."""
+    """The NNI space class of a registered neck kind: its module class with a choice per cell.
+
+    Args:
+        neck_type: a registered neck kind (:func:`search_spaces.neck_types`), e.g. ``"panet"``.
+
+    Returns:
+        The space class (made once per kind and reused), taking :class:`NeckSpace`'s arguments;
+        ``NeckSpace`` itself for ``"panet"``.
+
+    Raises:
+        ValueError: no neck kind of that name is registered.
+    """
     if neck_type not in _NECK_SPACES:
         module_class = neck_kind(neck_type).module_class
         _NECK_SPACES[neck_type] = type(f"{module_class.__name__}Space", (_KindNeckSpace, module_class, ModelSpace),
@@ -202,6 +231,15 @@ class HeadSpace(BlockHead, SpaceInfo, ModelSpace):
 
     ``forward(roi_features [R, channels, roi_size, roi_size])`` returns ``[R, fc_channels]``;
     a drop-in ``box_head`` for torchvision's ``FasterRCNN``.
+
+    Args:
+        structure: supplies the defaults of the other arguments; default the released structure.
+        ops: the candidates: ``None`` (all 32), one list, or a dict whose ``"head"`` entry is used.
+        channels: the RoI features' channels (default ``structure.neck_channels``).
+        roi_size: the RoI features' height and width (default ``structure.roi_size``, 7).
+        num_blocks: the searched blocks (default ``structure.head_blocks``, 4).
+        fc_channels: the fc layer's width (default ``structure.fc_channels``).
+        num_rois: the RoIs per image the MACs are priced for.
     """
 
     def __init__(
@@ -237,6 +275,16 @@ class TrinitySpace(FasterRCNN, SpaceInfo, ModelSpace):
     ``self.roi_heads.box_head`` (:class:`HeadSpace`), at the same attribute paths as in the
     fixed detector, so a model built in ``model_context(sample)`` has the state-dict keys of
     ``build_detector(Architecture.from_sample(sample, space.structure, space.settings))``.
+
+    Args:
+        structure: depths, channels and strides; default the released structure.
+        ops: the candidates: ``None`` (all 32 ops), one list for every component, or
+            ``{"backbone": [...], "neck": [...], "head": [...]}`` (a missing component keeps all 32).
+        settings: torchvision's Faster R-CNN settings (classes, input sizes, anchors, proposals, RoIs);
+            default ``DetectorSettings()``, the paper's.
+        half_depth: keep every other backbone block (the screening supernet, 2+2+4+2).
+        input_size: the padded input ``(height, width)`` the candidates' MACs are priced at.
+        num_rois: the RoIs per image the head's MACs are priced for.
     """
 
     def __init__(
@@ -283,7 +331,17 @@ def _reject_shape_tracing(images: Any, name: str) -> None:
 
 
 def space_info(space: nn.Module) -> SpaceInfo:
-    """The :class:`SpaceInfo` of a space, or of a model with one inside (first found)."""
+    """The :class:`SpaceInfo` (structure, ops, positions, candidate MACs) of a space.
+
+    Args:
+        space: a HitDet space, or a model with one inside.
+
+    Returns:
+        ``space`` itself if it is one, else the first HitDet space among its modules.
+
+    Raises:
+        SpaceError: no HitDet space in ``space``.
+    """
     if isinstance(space, SpaceInfo):
         return space
     for module in space.modules():

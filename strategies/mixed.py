@@ -35,6 +35,12 @@ def component_of(label: str) -> str:
     """Component of a label: its prefix before the first ``/`` (``backbone/s1_b0`` -> ``backbone``).
 
     Labels without a prefix all fall into one group, :data:`DEFAULT_COMPONENT`.
+
+    Args:
+        label: a ``LayerChoice`` label.
+
+    Returns:
+        The component the strategy groups the label's α into.
     """
     return label.split("/", 1)[0] if "/" in label else DEFAULT_COMPONENT
 

@@ -94,7 +94,16 @@ def uniform_macs(macs: dict[str, torch.Tensor], active: dict[str, torch.Tensor])
 
 
 def flops_penalty(probs: dict[str, torch.Tensor], macs: dict[str, torch.Tensor], reference: float) -> torch.Tensor:
-    """Expected MACs in percent of ``reference`` (the uniform-probability MACs): 100 at the start."""
+    """The FLOPs penalty C of paper Eq. 6-7: expected MACs in percent of ``reference``, 100 at the start.
+
+    Args:
+        probs: ``{label: op probabilities}`` of every searched position (differentiable in α).
+        macs: ``{label: MACs of each candidate}``, aligned with ``probs[label]``.
+        reference: the expected MACs at uniform probabilities over the same candidates.
+
+    Returns:
+        A scalar tensor, ``100 * sum_l sum_o p(o, l) * MACs(o, l) / reference``, differentiable in ``probs``.
+    """
     return PERCENT * expected_macs(probs, macs) / max(reference, 1e-12)
 
 
@@ -142,6 +151,20 @@ def column_regulariser(
     few columns, so it sparsifies. (At p = 1 it is the group lasso, which on such rows only
     pulls the layers to one shared distribution and leaves the ops' spread as it was: its
     gradient measured 1e-9 to 1e-5.)
+
+    Args:
+        matrix: the component's probability matrix P, layers x ops.
+        columns_active: a boolean mask of the ops still searched (removed columns excluded).
+        reading: ``"min"``, ``"softmin"`` or ``"group"``.
+        presence: layers x ops, where each op is a candidate (default everywhere); smooth readings only.
+        temperature: τ of ``"softmin"``.
+        p: the exponent of ``"group"``, ``0 < p < 1``.
+
+    Returns:
+        A scalar tensor, differentiable in ``matrix``.
+
+    Raises:
+        ValueError: an unknown reading.
     """
     if reading not in REGULARISERS:
         raise ValueError(f"unknown regulariser reading {reading!r}; choose one of {REGULARISERS}")
@@ -164,6 +187,13 @@ def column_scores(matrix: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
     """Score of each op column: its mean probability over the layers where it is a candidate.
 
     Removed ops (present nowhere) score -inf, so they never rank above a kept op.
+
+    Args:
+        matrix: the component's probability matrix, layers x ops.
+        presence: layers x ops, 1 where the op is (still) a candidate of the layer.
+
+    Returns:
+        One score per op column.
     """
     counts = presence.sum(0)
     sums = (matrix * presence).sum(0)

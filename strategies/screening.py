@@ -33,7 +33,21 @@ PAPER_NECK_SUB_SPACE: tuple[str, ...] = (
 
 
 def kept_after_epoch(n_initial: int, n_final: int, epoch: int, start: int, epochs: int | None) -> int:
-    """How many ops a component keeps after epoch ``epoch`` (0-based) under the schedule above."""
+    """How many ops a component keeps after an epoch under screening's removal schedule.
+
+    ``n_initial - ceil((n_initial - n_final) * (epoch - start + 1) / (epochs - start))``: equal portions
+    removed after every epoch from ``start`` on, ``n_final`` left after the last.
+
+    Args:
+        n_initial: the component's ops at the start.
+        n_final: the ops to keep at the end (``num_ops``).
+        epoch: the epoch just finished (0-based).
+        start: the first epoch with architecture steps (``arch_start_epoch``).
+        epochs: the run's epochs; ``None`` (unknown) removes nothing.
+
+    Returns:
+        The number of ops kept after ``epoch``.
+    """
     if n_initial <= n_final:
         return n_initial
     if epochs is None or epoch < start:
@@ -128,6 +142,18 @@ class SubSpaces:
 
 
 def load_subspaces(path: str | os.PathLike[str]) -> SubSpaces:
-    """Read a sub-search-spaces JSON written by screening (``SubSpaces.save``)."""
+    """Read a sub-search-spaces JSON written by screening (``SubSpaces.save``, ``hitdet screen``).
+
+    Args:
+        path: the JSON file (``SCREEN/subspaces.json``).
+
+    Returns:
+        The :class:`SubSpaces`: ``kept`` ops per component (best first), their ``scores`` and ``removed``
+        events.
+
+    Raises:
+        ValueError: not a ``hitdet-subspaces`` document, another version, or a malformed entry.
+        OSError: the file cannot be read.
+    """
     with open(path) as f:
         return SubSpaces.from_dict(json.load(f))

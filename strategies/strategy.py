@@ -39,44 +39,44 @@ from strategies.terms import ArchitectureTerm, terms_from_settings
 class HitDetStrategy(DARTS):
     """Hit-Detector search (paper Sec. 3.2-3.4) as an NNI one-shot strategy.
 
-    ``HitDetStrategy(mode="search", settings=None, **overrides)``: every setting is a field of
-    :class:`~strategies.settings.SearchSettings` (the paper's values, or our evidence's where
-    the paper is silent, as defaults; see its docstring); ``overrides`` replace fields of
-    ``settings``. The main ones:
+    Every setting is a field of :class:`~strategies.settings.SearchSettings` (the paper's values, or
+    our evidence's where the paper is silent, as defaults; see its docstring). After the run,
+    :meth:`export_result` gives the chosen sample and its metadata (and, when screening, the sub spaces).
 
-    mode
-        ``"search"``: end-to-end search with the FLOPs penalty (Eq. 6-7).
-        ``"screen"``: column-sparse screening (Eq. 4) down to ``num_ops`` ops per component.
-    arc_learning_rate, arch_travel
-        Adam lr of the alphas (paper 4e-4), or the travel that sets it from the number of
-        architecture steps.
-    arch_start_epoch
-        First epoch (0-based) with architecture steps; before it only weights train (6 of 12).
-    penalty_lambda, target_macs
-        Weight of the FLOPs penalty (None = 0.01 when searching, 0 when screening), and an
-        optional MACs budget of the searched positions to search towards.
-    mu, regulariser, num_ops, screen_components
-        Screening: weight and reading of the regulariser, ops kept per component, and the
-        components screened (None = all at once; the others' alphas then stay fixed).
-    sub_spaces
-        Restrict the space before searching: ``{component: [ops]}``, a :class:`SubSpaces`
-        or the path of a screening JSON. Ops outside are removed from the supernet.
-    data_split
-        ``"half"``: weights and alphas train on two fixed halves of the training loader's
-        dataset (even / odd indices); ``"train_val"``: NNI's way, alphas on the val loader.
-    mixed_op, sample_k
-        How each searched layer combines its candidates: ``"full"`` (DARTS's weighted sum),
-        ``"recompute"`` (the same sum and gradients, one candidate's activations alive at a
-        time, each candidate run twice) or ``"sample"`` (``sample_k`` candidates drawn per step;
-        :mod:`strategies.sampling` documents the estimator and its bias).
-    scoring, decision
-        The screening's ranking rule (:data:`strategies.screener.RANKING_RULES`) and the export's
-        decision rule (:data:`strategies.decision.DECISIONS`), by registered name.
-    extra_terms
-        Architecture loss terms added after the strategy's own (:mod:`strategies.terms`: objects
-        with a ``name`` and ``term(probs, context) -> tensor or None``), logged as ``search/<name>``.
+    Args:
+        mode: ``"search"`` (default): end-to-end search with the FLOPs penalty (Eq. 6-7);
+            ``"screen"``: column-sparse screening (Eq. 4) down to ``num_ops`` ops per component.
+        settings: a whole :class:`~strategies.settings.SearchSettings`; ``overrides`` replace its fields.
+        sub_spaces: restrict the space before searching: ``{component: [ops]}``, a :class:`SubSpaces`
+            or the path of a screening JSON. Ops outside are removed from the supernet.
+        extra_terms: architecture loss terms added after the strategy's own (:mod:`strategies.terms`:
+            objects with a ``name`` and ``term(probs, context) -> tensor or None``), logged as
+            ``search/<name>``.
+        **overrides: fields of ``SearchSettings``; the main ones:
 
-    Other keyword arguments go to NNI's ``DARTS``.
+            - ``arc_learning_rate``, ``arch_travel``: Adam lr of the alphas (paper 4e-4), or the travel that
+              sets it from the number of architecture steps.
+            - ``arch_start_epoch``: first epoch (0-based) with architecture steps; before it only weights
+              train (6 of 12).
+            - ``penalty_lambda``, ``target_macs``: weight of the FLOPs penalty (None = 0.01 when searching,
+              0 when screening), and an optional MACs budget to search towards.
+            - ``mu``, ``regulariser``, ``num_ops``, ``screen_components``: screening: weight and reading of
+              the regulariser, ops kept per component, and the components screened (None = all at once;
+              the others' alphas then stay fixed).
+            - ``data_split``: ``"half"``: weights and alphas train on two fixed halves of the training
+              loader's dataset (even / odd indices); ``"train_val"``: NNI's way, alphas on the val loader.
+            - ``mixed_op``, ``sample_k``: how each searched layer combines its candidates: ``"full"``
+              (DARTS's weighted sum), ``"recompute"`` (the same sum and gradients, one candidate's
+              activations alive at a time, each candidate run twice) or ``"sample"`` (``sample_k``
+              candidates drawn per step; :mod:`strategies.sampling` documents the estimator and its bias).
+            - ``scoring``, ``decision``: the screening's ranking rule
+              (:data:`strategies.screener.RANKING_RULES`) and the export's decision rule
+              (:data:`strategies.decision.DECISIONS`), by registered name.
+
+            Other keyword arguments go to NNI's ``DARTS``.
+
+    Raises:
+        ValueError: ``penalty=`` (NNI's penalty; use ``penalty_lambda``), or a setting out of range.
     """
 
     def __init__(
@@ -114,7 +114,15 @@ class HitDetStrategy(DARTS):
     def from_settings(cls, settings: SearchSettings | Mapping[str, Any], **overrides: Any) -> HitDetStrategy:
         """Build from a :class:`SearchSettings` or a plain dict (a config file's ``search:`` section).
 
-        Unknown keys raise ``TypeError`` naming them, so that a typo in a config is not ignored.
+        Args:
+            settings: the settings, or a dict of ``SearchSettings`` fields.
+            **overrides: fields that replace those of ``settings``.
+
+        Returns:
+            The strategy.
+
+        Raises:
+            TypeError: an unknown key (named), so that a typo in a config is not ignored.
         """
         data = settings.to_dict(resolved=False) if isinstance(settings, SearchSettings) else dict(settings)
         data.update(overrides)
@@ -218,7 +226,13 @@ class HitDetStrategy(DARTS):
     # -- results ------------------------------------------------------------------------------
 
     def export_result(self) -> SearchResult:
-        """The exported sample, its metadata and (screen mode) the sub spaces, after ``run()``."""
+        """The result of the run, after ``experiment.run()``.
+
+        Returns:
+            A :class:`SearchResult`: ``sample`` (``{label: op}``, the decision rule's choice), ``metadata``
+            (α probabilities, sub spaces, MACs, settings, screening events and score history) and, in
+            screen mode, ``sub_spaces``.
+        """
         return export_result(self.oneshot_module)  # type: ignore[arg-type]
 
     def export_sample(self) -> dict[str, Any]:
@@ -230,6 +244,16 @@ def split_loader(loader: Any) -> tuple[DataLoader, DataLoader]:
 
     Deterministic and independent of the seed; both keep the loader's batch size, collate
     function, workers and shuffling (shuffled loaders draw their order from torch's seed).
+
+    Args:
+        loader: a map-style ``DataLoader`` with a ``batch_size`` and at least 2 samples.
+
+    Returns:
+        ``(weights_loader, arch_loader)``: the even indices train the weights, the odd ones α.
+
+    Raises:
+        TypeError: not a ``DataLoader``, an ``IterableDataset``, or a custom batch sampler.
+        ValueError: fewer than 2 samples.
     """
     if not isinstance(loader, DataLoader):
         raise TypeError(
