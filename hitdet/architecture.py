@@ -42,6 +42,18 @@ class Architecture:
     ``preset`` names the shipped preset it was loaded as (``load_architecture("hit-detector")``), ""
     otherwise; it is not part of the JSON, and a copy made with ``dataclasses.replace`` is no preset
     (the field is not an ``__init__`` argument). A training recipe's ``preset_width`` applies to presets only.
+
+    Read one with :func:`load_architecture`, make one from a search with :meth:`from_sample`, write it with
+    :meth:`save`, build it with :func:`hitdet.build_detector`.
+
+    Args:
+        structure: the backbone's layers (channels, strides, fixed stem and tail), the neck kind and
+            channels, the head's size: :class:`search_spaces.DetectorStructure`.
+        choices: ``{label: op}`` for every searched position of ``structure``.
+        settings: torchvision's detector settings (classes, input sizes, anchors, proposals, RoIs).
+        name: free text.
+        detector_type: a registered detector kind, ``"faster_rcnn"`` or ``"retinanet"``.
+        metadata: free-form; the search and the training record what they did here.
     """
 
     structure: DetectorStructure

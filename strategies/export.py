@@ -21,7 +21,14 @@ from strategies.screening import SubSpaces
 
 @dataclass
 class SearchResult:
-    """The exported architecture: NNI sample, metadata and (screen mode) the sub spaces."""
+    """The exported architecture: NNI sample, metadata and (screen mode) the sub spaces.
+
+    Attributes:
+        sample: ``{label: op}``, the decision rule's choice at every searched position.
+        metadata: α probabilities, the sub spaces searched, expected and exact MACs, the settings, the
+            screening events and score history (``Architecture.from_sample(..., metadata=...)`` keeps it).
+        sub_spaces: in screen mode, the kept ops per component; ``None`` after a search.
+    """
 
     sample: dict[str, Any]
     metadata: dict[str, Any]
