@@ -246,7 +246,11 @@ def run_pipeline(args: argparse.Namespace, detector: str = "faster_rcnn") -> dic
 
     out: Path = args.out
     splits = data_splits(args)
-    run = Run(out, force=args.force)  # --out checked now; locked, and replaced with --force, once the configs are
+    # --out checked now (never one of the inputs); locked, and replaced with --force, once the configs are
+    run = Run(out, force=args.force, command="coco_twostage",
+              inputs={"--coco-root": args.coco_root, "--train-images": args.train_images,
+                      "--train-ann": args.train_ann, "--val-images": args.val_images,
+                      "--val-ann": args.val_ann, "--backbone-weights": args.backbone_weights})
     child = run.child  # DDP's extra ranks re-run this script: rank 0 writes every result
     recipe_search, recipe_train = ("synth-cpu", "synth-cpu") if args.smoke else ("paper", "paper")
     screen_set = SMOKE_SCREEN if args.smoke else PAPER_SCREEN

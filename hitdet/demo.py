@@ -76,7 +76,7 @@ def run_demo(out: str | Path, force: bool = False, settings: DemoSettings | None
     """
     from hitdet.runs import Run
 
-    with Run(out, force=force) as run:
+    with Run(out, force=force, command="demo") as run:
         return _run_stages(run.out, settings or DemoSettings(), progress)
 
 

@@ -87,11 +87,15 @@ def is_launched_child() -> bool:
 # ---------------------------------------------------------------- validation (nothing written)
 
 
-def check_out(out: Path, *, resume: bool, force: bool, resumable: bool = True) -> None:
+def check_out(out: Path, *, resume: bool, force: bool, resumable: bool = True, command: str | None = None,
+              replace_own: bool = False) -> None:
     """``--out`` is usable: not a symlink, a folder (or absent), writable, empty unless --force/--resume.
 
     Every command that writes a folder checks it here (``resumable=False`` for those without
-    ``--resume``: eval, predict, demo, data), before anything is read, built or written.
+    ``--resume``: eval, predict, demo, data), before anything is read, built or written. With
+    ``command``, ``--force`` replaces a non-empty folder only when its run.json says ``command`` wrote it
+    (:func:`run_command`); ``replace_own``: such a folder is replaced even without ``--force`` (eval's
+    results, which a re-run recomputes).
     """
     if out.is_symlink():
         raise UserError(f"{out}: is a symbolic link; give the real folder (or a new one) as --out")
@@ -107,9 +111,74 @@ def check_out(out: Path, *, resume: bool, force: bool, resumable: bool = True) -
         raise UserError(f"{existing}: folder is not writable ({exc.strerror or exc})") from None
     if resume:
         return
-    if out.is_dir() and any(out.iterdir()) and not force:
-        hint = "use --force to replace it, --resume to continue" if resumable else "use --force to replace it"
-        raise UserError(f"{out}: folder exists and is not empty ({hint})")
+    if out.is_dir() and any(out.iterdir()):
+        owner = run_command(out)
+        own = command is None or owner == command or (owner == LEGACY_RUN and resumable)
+        if not force and not (replace_own and own and owner is not None):
+            hint = "use --force to replace it, --resume to continue" if resumable else "use --force to replace it"
+            raise UserError(f"{out}: folder exists and is not empty ({hint})")
+        if not own:
+            what = ("not a hitdet run (no run.json names the command that wrote it)" if owner is None else
+                    "a run of an earlier hitdet" if owner == LEGACY_RUN else f"written by hitdet {owner}")
+            raise UserError(f"{out}: is {what}; --force replaces only a hitdet {command} run or an empty folder "
+                            "(choose another --out, or remove the folder yourself)")
+
+
+LEGACY_RUN = "<legacy>"  # run_command of a run folder written before run.json named its command
+
+
+def run_command(out: Path) -> str | None:
+    """The hitdet command that wrote the folder ``out``, as its run.json records it (``"train"``, ``"eval"``...).
+
+    :data:`LEGACY_RUN` for a resumable run from before run.json named the command (run.json and
+    config.yaml, no ``command``); None for a folder no hitdet command claims.
+    """
+    data = read_run(out)
+    command = data.get("command")
+    if isinstance(command, str):
+        return command
+    return LEGACY_RUN if data and (out / CONFIG_FILE).is_file() else None
+
+
+def _real(path: Path) -> Path:
+    try:
+        return Path(os.path.realpath(path))
+    except (OSError, ValueError):
+        return path.absolute()
+
+
+def check_inputs(out: Path, inputs: dict[str, Any], *, replacing: bool = False) -> None:
+    """Refuse an ``--out`` that is, contains, or lies inside one of the command's inputs (nothing written).
+
+    ``inputs``: the flag or argument naming each input (``--data``, ``--weights``, ``ARCH``...) -> its path
+    (None, a preset name or a missing path is skipped). ``replacing``: ``--force`` is about to clear ``out``;
+    then it must not be, or contain, the current directory either.
+    """
+    o = _real(out)
+    if replacing:
+        cwd = _real(Path.cwd())
+        if o == cwd or o in cwd.parents:
+            where = "is" if o == cwd else "contains"
+            raise UserError(f"{out}: --out {where} the current directory; --force will not replace it "
+                            "(give a run folder of its own as --out)")
+    for label, given in inputs.items():
+        for one in given if isinstance(given, (list, tuple)) else [given]:
+            if one is None or str(one) == "":
+                continue
+            p = Path(one)
+            if not (p.exists() or p.is_symlink()):
+                continue
+            r = _real(p)
+            if r == o:
+                relation = "is"
+            elif o in r.parents:
+                relation = "contains"
+            elif r in o.parents and r.is_dir():
+                relation = "lies inside"
+            else:
+                continue
+            raise UserError(f"{out}: --out {relation} the command's input {label} {one}; "
+                            "give an --out apart from its inputs")
 
 
 def _existing_parent(path: Path) -> Path:
@@ -512,6 +581,15 @@ class Run:
             end (predict, data synth): ``--force`` clears nothing first, an old ``out`` stays until then.
         accelerator, devices, strategy, precision: Lightning's, checked now and used by :meth:`trainer`
             (no device check when ``accelerator`` is None: commands that build no Trainer).
+        command: the command writing the folder (``"train"``, ``"eval"``...): recorded in run.json, and
+            ``--force`` replaces only a folder whose run.json names the same command (or an empty one).
+        inputs: what the command reads, by the flag that names it (``{"--data": path, ...}``): an ``--out``
+            that is, contains or lies inside one of them is refused (:func:`check_inputs`), and with
+            ``--force`` one that is or contains the current directory. More may be added with
+            :meth:`add_inputs` before the run is entered.
+        subfolder: when ``out`` is a run of another command (a train run given to eval), write into
+            ``out/subfolder`` instead (eval's, predict's own sub-folder of a run); :attr:`out` says where.
+        replace_own: replace a folder this command wrote even without ``--force`` (eval's results).
     """
 
     def __init__(
@@ -529,13 +607,24 @@ class Run:
         devices: int | str = 1,
         strategy: str = "auto",
         precision: str = "32-true",
+        command: str | None = None,
+        inputs: dict[str, Any] | None = None,
+        subfolder: str | None = None,
+        replace_own: bool = False,
     ) -> None:
         self.out = Path(out)
+        if subfolder and not resume and self.out.is_dir() and run_command(self.out) not in (None, command):
+            self.out = self.out / subfolder  # another command's run: this one's results go into a sub-folder of it
         self.resume, self.force, self.config, self.staged = resume, force, config, staged
+        self.command, self.inputs = command, dict(inputs or {})
         self.own = tuple(own) if own is not None else None
         self.devices = {"accelerator": accelerator, "devices": devices, "strategy": strategy}
         self.precision = precision
-        check_out(self.out, resume=resume, force=force, resumable=config is not None)
+        check_out(self.out, resume=resume, force=force, resumable=config is not None, command=command,
+                  replace_own=replace_own)
+        # --force (or replace_own: check_out let it through) clears a non-empty folder once entered
+        self.replacing = not resume and self.out.is_dir() and any(self.out.iterdir())
+        self._check_inputs()
         self.recoveries: list[tuple[str, Any, Any]] = []
         if resume:
             check_resume(self.out)
@@ -544,6 +633,15 @@ class Run:
         if accelerator is not None:
             check_devices(accelerator, devices, strategy, precision)
         self._lock = RunLock(self.out)
+
+    def add_inputs(self, **inputs: Any) -> None:
+        """More inputs, known only once the command resolved them (the dataset folder): checked now."""
+        self.inputs.update(inputs)
+        self._check_inputs()
+
+    def _check_inputs(self) -> None:
+        if not self.resume and not self.child:  # a resumed run clears nothing (and reads its own config)
+            check_inputs(self.out, self.inputs, replacing=self.replacing)
 
     @property
     def child(self) -> bool:
@@ -569,20 +667,28 @@ class Run:
         self._lock.acquire()
         try:
             if not self.staged:
-                prepare(self.out, resume=self.resume, force=self.force, own=self.own)
+                prepare(self.out, resume=self.resume, force=self.replacing, own=self.own)
             if self.config is not None and not self.child:
                 self._record_start()
+            elif not self.staged and self.command is not None:
+                update_run(self.out, command=self.command)
         except BaseException:
             self._lock.release()
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            if exc_type is None and self.staged and self.command is not None and self.out.is_dir():
+                update_run(self.out, command=self.command)  # renamed into place: now it is this command's
+        finally:
+            self._lock.release()
 
     def _record_start(self) -> None:
         """config.yaml (a new run's, a recovered one's, or one the folder lacks) and run.json's start fields."""
         fields: dict[str, Any] = {"resumed": self.resume}
+        if self.command is not None:
+            fields["command"] = self.command
         if self.recoveries:
             before = self.recorded()
             entry = {key: {"from": old, "to": new} for key, old, new in self.recoveries}

@@ -293,6 +293,7 @@ def run_search(
     strategy: str = "auto",
     progress: bool = True,
     callbacks: list[Any] | None = None,
+    inputs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one screening or search stage into the run folder ``out`` (``hitdet screen``/``hitdet search``).
 
@@ -310,6 +311,7 @@ def run_search(
         accelerator, devices, strategy: Lightning's (``ddp`` becomes ``ddp_find_unused_parameters_true``).
         progress: show Lightning's progress bar.
         callbacks: extra Lightning callbacks (after the checkpointing one), e.g. to watch α.
+        inputs: further files the caller read, by flag (``{"--config": path}``): ``out`` may not overlap them.
 
     Returns:
         A summary of what it wrote (paths, the kept ops or the architecture, its MACs); empty on DDP's
@@ -328,10 +330,13 @@ def run_search(
     if strategy == "ddp":
         strategy = "ddp_find_unused_parameters_true"  # a supernet step leaves unchosen candidates without gradients
     run = Run(out, resume=resume, force=force, config=cfg.to_dict(), may_change=RESUME_MAY_CHANGE,
-              accelerator=accelerator, devices=devices, strategy=strategy, precision=cfg.train.precision)
+              accelerator=accelerator, devices=devices, strategy=strategy, precision=cfg.train.precision,
+              command=mode, inputs={"--data": data_dir, "--backbone-weights": backbone_weights,
+                                    "--sub-spaces": cfg.sub_spaces if mode == "search" else None, **(inputs or {})})
     sub_spaces = resolve_sub_spaces(cfg.sub_spaces) if mode == "search" else None
     settings_obj = dataclasses.replace(cfg.strategy, mode=mode)
     data_dir = dataset_folder(data_dir, run.recorded_data())
+    run.add_inputs(**{"--data": data_dir})
     train_cfg = cfg.train
     train_ds, _ = load_datasets(data_dir, train_cfg.hflip_prob)
 

@@ -198,7 +198,15 @@ def test_cli_eval_scores_a_detections_file(
     for r in written["per_class"]:  # each category's line shows its AP as written
         assert f"{r['name']:<8}  {r['AP']:.4f}" in out
     assert load_split(root, "val").num_classes == 4
+    # a re-run replaces eval's own results (no --force needed); a folder holding anything else is refused
+    (tmp_path / "ev" / "metrics.json").write_text("{}")
     code = main(["eval", str(arch), "--data", str(root), "--detections", str(det_file), "--out", str(tmp_path / "ev")])
+    assert code == 0 and json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"] == metrics
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    code = main(["eval", str(arch), "--data", str(root), "--detections", str(det_file), "--out",
+                 str(tmp_path / "mine")])
     assert code == 2 and "not empty" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
     assert main(["eval", str(arch), "--data", str(root)]) == 2
     assert "--weights: required" in capsys.readouterr().err

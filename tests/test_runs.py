@@ -209,9 +209,10 @@ FORCE_FAILS = [
 def test_failed_force_start_leaves_the_old_run(name: str, args: list[str], data: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
-    for rel in ("best.pt", "checkpoints/last.ckpt", "run.json", "backbone.pt", "notes.txt"):
+    for rel in ("best.pt", "checkpoints/last.ckpt", "backbone.pt", "notes.txt"):
         (run / rel).parent.mkdir(parents=True, exist_ok=True)
         (run / rel).write_text(f"old {rel}")
+    (run / "run.json").write_text(json.dumps({"command": args[0]}))  # a run --force would replace
     before = tree(tmp_path)
     argv = [a.format(data=data, tmp=tmp_path) for a in args] + ["--out", str(run), "--force", "--epochs", "1"]
     code = main(argv)

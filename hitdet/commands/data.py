@@ -40,7 +40,8 @@ def run_synth(args: argparse.Namespace) -> int:
     if args.train < 1 or args.val < 1:
         raise UserError(f"--train/--val: need at least one image each, got {args.train}/{args.val}")
     spec = SynthSpec(num_train=args.train, num_val=args.val, seed=args.seed, style=args.style)
-    with Run(args.out, force=args.force, staged=True):  # the dataset is written aside and renamed at the end
+    # the dataset is written aside and renamed at the end
+    with Run(args.out, force=args.force, staged=True, command="data synth"):
         out = write_synthetic(args.out, spec, force=args.force)
     print(f"wrote {args.train} train + {args.val} val {args.style} images to {out} (seed {args.seed})")
     return 0

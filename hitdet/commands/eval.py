@@ -62,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
     source = Path(args.weights or args.detections).resolve()
     default_out = source.parent / f"eval-{source.stem}"  # best.pt and last.pt each get their own results
     out = Path(args.out) if args.out else default_out
-    results = Run(out, force=args.force)  # checked now; locked (and replaced with --force) once the metrics are in
+    # checked now; locked (and replaced) once the metrics are in. An eval's own results are replaced without
+    # --force (a re-run recomputes them); a run of another command (a train run) gets them in its sub-folder.
+    results = Run(out, force=args.force, command="eval", subfolder=default_out.name, replace_own=True,
+                  inputs={"ARCH": args.arch, "--weights": args.weights, "--data": data_dir,
+                          "--detections": args.detections})
+    out = results.out
     if args.detections:
         detections = load_detections(args.detections)
     else:

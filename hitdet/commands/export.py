@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from hitdet.errors import UserError
     from hitdet.exporting import MIN_ONNX_OPSET, export_onnx, export_torchscript
     from hitdet.io import check_creatable
+    from hitdet.runs import check_inputs
     from hitdet.weights.detector import load_weights
 
     if not args.weights:
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"{out}: is a folder (--out names the file to write)")
+    check_inputs(out, {"ARCH": args.arch, "--weights": args.weights})  # --force never replaces an input
     if out.exists() and not args.force:
         raise UserError(f"{out}: file exists (use --force to replace it)")
     check_creatable(out)  # before the conversion, not after it

@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         target = Path(args.target[0])
         if target.is_dir():
-            written = plot.plot_run(target, Path(args.out) if args.out else target / "plots", args.force, args.dpi)
+            # the run's own plots/ folder holds only pictures of it: a re-run redraws them without --force
+            written = plot.plot_run(target, Path(args.out) if args.out else target / "plots",
+                                    args.force or not args.out, args.dpi)
         else:
             arch = load_architecture(args.target[0])
             if args.out:

@@ -45,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
     arch = load_architecture(args.arch)
     categories = detector_categories(arch)
     out = Path(args.out)
-    results = Run(out, force=args.force, staged=True)  # written under a temporary name, renamed at the end
+    # written under a temporary name, renamed at the end; a run of another command gets them in its sub-folder
+    results = Run(out, force=args.force, staged=True, command="predict", subfolder="predict",
+                  inputs={"ARCH": args.arch, "--weights": args.weights, "IMAGE|FOLDER": list(args.inputs)})
+    out = results.out
     records = read_images(find_images(args.inputs))
     model = load_weights(build_detector(arch), args.weights).eval()
     with results, warnings.catch_warnings():

@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         init_weights=args.init_weights,
         progress=not args.no_progress,
+        inputs={"--arch": args.arch, "--space": args.space, "--structure": args.structure, "--config": args.config},
     )
     metrics = summary["metrics"]
     shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith(("val/", "train/top1_epoch", "train/loss"))}

@@ -61,6 +61,7 @@ def run_pretraining(
     force: bool = False,
     init_weights: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    inputs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Pretrain ``target`` as a classifier on ``data_dir`` into the run folder ``out_dir`` (``hitdet pretrain``).
 
@@ -78,6 +79,7 @@ def run_pretraining(
         resume, force: continue the run in ``out_dir`` / replace it.
         init_weights: a backbone weights file to start from.
         progress: show Lightning's progress bar.
+        inputs: further files the caller read, by flag (``{"--arch": path}``): ``out`` may not overlap them.
 
     Returns:
         The summary written to ``pretrain.json`` (weights path, target, metrics, how to use the weights).
@@ -88,7 +90,8 @@ def run_pretraining(
 
     run = Run(out_dir, resume=resume, force=force, config=config.to_dict(), may_change=RESUME_MAY_CHANGE,
               recovery=RECOVERY_KEYS, own=_OWN, accelerator=accelerator, devices=devices, strategy=strategy,
-              precision=config.precision)
+              precision=config.precision, command="pretrain",
+              inputs={"--data": data_dir, "--init-weights": init_weights, **(inputs or {})})
     if resume:
         check_same_target(run.out, target)
     data = load_classification_data(data_dir, config)

@@ -81,7 +81,7 @@ def write_synthetic_classification(
     from hitdet.runs import Run
 
     # --out as every command checks it; --force replaces only the set's own files, once everything else is checked
-    with Run(out_dir, force=force, own=("train", "val", "synth-cls.json")) as run:
+    with Run(out_dir, force=force, own=("train", "val", "synth-cls.json"), command="data synth-cls") as run:
         return _write_set(run.out, num_classes, train_per_class, val_per_class, image_size, seed)
 
 

@@ -146,6 +146,7 @@ def train(
     progress: bool = True,
     backbone_weights: str | os.PathLike[str] | None = None,
     callbacks: list[Any] | None = None,
+    inputs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Retrain ``arch`` on ``data_dir`` into the run folder ``out`` (what ``hitdet train`` runs).
 
@@ -163,6 +164,8 @@ def train(
         progress: show Lightning's progress bar.
         backbone_weights: a pretrained backbone (``hitdet pretrain``) to start from.
         callbacks: extra Lightning callbacks (after hitdet's own).
+        inputs: further files the caller read, by flag (``{"ARCH": path}``): ``out`` may not overlap them
+            (:class:`hitdet.runs.Run`; the dataset and the backbone weights are checked anyway).
 
     Returns:
         The summary written to ``metrics.json``: ``best`` and ``last`` validation metrics, the ``history``
@@ -174,8 +177,10 @@ def train(
 
     run = Run(out, resume=resume, force=force, config=config.to_dict(), may_change=RESUME_MAY_CHANGE,
               recovery=RECOVERY_KEYS, accelerator=accelerator, devices=devices, strategy=strategy,
-              precision=config.precision)
+              precision=config.precision, command="train",
+              inputs={"--data": data_dir, "--backbone-weights": backbone_weights, **(inputs or {})})
     data_dir = dataset_folder(data_dir, run.recorded_data())
+    run.add_inputs(**{"--data": data_dir})
     train_ds, val_ds = load_datasets(data_dir, config, architecture_categories(arch) if resume else None)
     if not resume:
         arch = prepare_architecture(arch, train_ds.categories(), config)
