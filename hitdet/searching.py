@@ -174,6 +174,19 @@ def load_search_config(
     The search's own defaults for the weight training (cosine schedule without warm-up; the
     backbone at half depth when screening) come first, then the layers of :func:`hitdet.config.load`
     (``flags``: the command's flags, ``{"--num-ops": ("strategy.num_ops", 8)}``).
+
+    Args:
+        mode: ``"screen"`` or ``"search"``.
+        config: a built-in recipe (``"paper"``, ``"synth-cpu"``), a YAML file, or None (the defaults).
+        overrides: ``--set`` strings, ``["train.epochs=2", "strategy.mu=0.2"]``.
+        flags: the command's flags, named by the flag in errors.
+
+    Returns:
+        The resolved, range-checked ``SearchConfig`` (``run_search``'s ``cfg``).
+
+    Raises:
+        ValueError: an unknown mode.
+        UserError: an unknown recipe or key, a wrong type or a value out of range.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")

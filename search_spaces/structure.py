@@ -60,7 +60,23 @@ RELEASED_TAIL: tuple[FixedLayer, ...] = (FixedLayer("ir_k3_e3", 1024, 1), FixedL
 
 @dataclass(frozen=True)
 class DetectorStructure:
-    """Everything about a detector's shape except the op at each searched position."""
+    """Everything about a detector's shape except the op at each searched position.
+
+    The default is the released Hit-Detector's structure; :data:`CPU_STRUCTURE` is one sized for small
+    images. :meth:`half_depth`, :meth:`scaled` and :meth:`with_depths` derive others.
+
+    Args:
+        stem: the fixed first layer (op, output channels, stride).
+        stages: the backbone's searched stages, each a tuple of :class:`Slot` (output channels, stride);
+            stage i's output is C_i and feeds the neck.
+        tail: fixed layers after the last stage (their output is the last level's feature).
+        neck_channels: the channels of every level the neck outputs.
+        head_blocks: the searched blocks of the head.
+        fc_channels: the two-stage RoI head's fc width.
+        roi_size: the RoIAlign output size of the two-stage head.
+        in_channels: the image channels.
+        neck_type: a registered neck kind (:mod:`search_spaces.kinds`), ``"panet"`` by default.
+    """
 
     stem: FixedLayer = RELEASED_STEM
     stages: tuple[tuple[Slot, ...], ...] = RELEASED_STAGES
@@ -86,7 +102,12 @@ class DetectorStructure:
         return [head_label(i) for i in range(self.head_blocks)]
 
     def labels(self) -> list[str]:
-        """Every searched position, backbone first, in a stable order."""
+        """The labels of every searched position.
+
+        Returns:
+            ``backbone/s{stage}_b{block}``, then the neck kind's cells (PANet: ``neck/lateral1..``,
+            ``neck/out1..``), then ``head/b{i}``: the order of samples and architecture files.
+        """
         return self.backbone_labels() + self.neck_labels() + self.head_labels()
 
     def feature_channels(self) -> list[int]:
@@ -101,12 +122,24 @@ class DetectorStructure:
 
         Each kept block keeps the channels and stride of the block it stands for, so the
         first block still downsamples and a stage that widens midway still does.
+
+        Returns:
+            A new structure; this one is unchanged.
         """
         stages = tuple(tuple(stage[i] for i in range(0, len(stage), 2)) for stage in self.stages)
         return replace(self, stages=stages)
 
     def scaled(self, width: float, min_channels: int = 8, divisor: int = 8) -> DetectorStructure:
-        """The same structure with every width multiplied by ``width`` (for tiny tests and demos)."""
+        """The same structure with every width multiplied by ``width`` (for tiny tests and demos).
+
+        Args:
+            width: the multiplier of every channel count (stem, blocks, tail, neck, fc).
+            min_channels: the fewest channels a layer keeps.
+            divisor: every scaled channel count is rounded to a multiple of it.
+
+        Returns:
+            A new structure; this one is unchanged.
+        """
 
         def w(c: int) -> int:
             return max(min_channels, int(round(c * width / divisor)) * divisor)
@@ -121,7 +154,18 @@ class DetectorStructure:
         )
 
     def with_depths(self, depths: tuple[int, ...], channels: tuple[int, ...] | None = None) -> DetectorStructure:
-        """A plain structure: ``depths[i]`` blocks at ``channels[i]`` in stage i, stride 2 first."""
+        """A plain structure: ``depths[i]`` blocks at ``channels[i]`` in stage i, stride 2 first.
+
+        Args:
+            depths: the searched blocks per stage.
+            channels: the output channels per stage; default each stage's last channels.
+
+        Returns:
+            A new structure with the same stem, tail, neck and head.
+
+        Raises:
+            ValueError: ``depths`` and ``channels`` of different lengths.
+        """
         channels = channels or tuple(stage[-1].out_channels for stage in self.stages)
         if len(depths) != len(channels):
             raise ValueError(f"depths {depths} and channels {channels} must have the same length")

@@ -164,6 +164,19 @@ def load_config(
     The loader is :func:`hitdet.config.load` (the one every command uses): unknown keys and wrong
     types raise UserError naming the key and where it came from. ``explicit`` values that are None
     are ignored (flags not given).
+
+    Args:
+        config: a built-in recipe (``"paper"``, ``"synth-cpu"``), a YAML file, or None (the defaults, the
+            paper's 1x schedule).
+        overrides: ``--set`` strings, ``["epochs=2", "detector.min_size=128"]``.
+        flags: the command's flags, ``{"--epochs": ("epochs", 2)}``, named by the flag in errors.
+        **explicit: fields set last (``epochs=2``).
+
+    Returns:
+        The resolved, range-checked :class:`TrainConfig`.
+
+    Raises:
+        UserError: an unknown recipe or key, a wrong type or a value out of range (one line, naming where).
     """
     return load(TrainConfig, RECIPES, config, overrides or [], explicit=explicit, flags=flags)
 

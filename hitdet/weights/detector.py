@@ -48,7 +48,19 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
-    """Load weights into ``model``; a mismatch (another architecture) is a UserError naming the file."""
+    """Load trained weights into a detector built from the architecture they were trained with.
+
+    Args:
+        model: the detector, e.g. ``build_detector("RUN/architecture.json")``.
+        path: ``RUN/best.pt``, ``RUN/last.pt``, a Lightning ``.ckpt`` or a bare state dict file.
+
+    Returns:
+        ``model``, with the weights loaded (its train/eval mode unchanged).
+
+    Raises:
+        UserError: the file is missing or unreadable, or its tensors do not fit ``model`` (another
+            architecture); the one-line message names the file.
+    """
     state = read_state_dict(path)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
