@@ -1,8 +1,8 @@
-"""Deployable detectors: TorchScript and ONNX files of a trained fixed detector.
+"""Deployable detectors: TorchScript, torch.export (ExportedProgram) and ONNX files of a trained fixed detector.
 
-Why: a shipped detector should run without this project (and without NNI): TorchScript needs
-only libtorch (plus torchvision's ops), ONNX any ONNX runtime. Both files carry the
-architecture JSON (with the categories the weights were trained on), so a deployment maps
+Why: a shipped detector should run without this project (and without NNI): TorchScript and an
+ExportedProgram need only torch (plus torchvision's ops), ONNX any ONNX runtime. Every file carries
+the architecture JSON (with the categories the weights were trained on), so a deployment maps
 labels 1..K back to category ids and names without other files.
 
 What each format takes and returns:
@@ -11,6 +11,14 @@ What each format takes and returns:
   3xHxW in [0, 1], any sizes; as every scripted torchvision detector it returns a tuple
   ``(losses, detections)``, detections a list of ``{"boxes", "labels", "scores"}``. The
   architecture JSON is the extra file ``architecture.json``.
+- **ExportedProgram** (``torch.export.export`` of the detector, saved with ``torch.export.save``, a
+  ``.pt2`` file; the format torch recommends now that TorchScript is deprecated): one image 3xHxW
+  of the fixed size given at export, in a list (``program.module()([image])``); returns a list of
+  one ``{"boxes", "labels", "scores"}`` dict, N detections varying per image. The architecture
+  JSON and the input size are the extra files ``architecture.json`` and ``input_size``. Two of
+  torchvision's functions branch on data (``batched_nms`` on whether there are boxes,
+  ``MultiScaleRoIAlign`` on ``len`` of the RoIs), which torch.export cannot capture; while
+  exporting they are replaced by equivalents without the branch (:func:`export_friendly_torchvision`).
 - **ONNX** (two-stage detectors only: torchvision's RetinaNet post-processing does not trace to
   a graph that gives PyTorch's detections; opset 11 or later, ``torch.onnx.export`` of the traced model): one image
   ``image`` of the fixed size 3xHxW given at export (``input_size``); outputs ``boxes``
@@ -21,9 +29,11 @@ What each format takes and returns:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +44,15 @@ from torchvision.models.detection import RetinaNet
 
 from hitdet.architecture import Architecture
 from hitdet.errors import UserError
-from hitdet.io import atomic_path
+from hitdet.io import atomic_path, write_atomic
 
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("torchscript", "exported-program", "onnx")
 ONNX_OPSET = 17
 MIN_ONNX_OPSET = 11
 ONNX_INPUT = "image"
 ONNX_OUTPUTS = ("boxes", "labels", "scores")
 ARCHITECTURE_KEY = "architecture.json"
+INPUT_SIZE_KEY = "input_size"
 
 
 def script_detector(model: nn.Module) -> torch.jit.ScriptModule:
@@ -70,6 +81,96 @@ def load_torchscript(path: str | os.PathLike[str]) -> tuple[torch.jit.ScriptModu
         warnings.simplefilter("ignore", FutureWarning)
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     return module, (json.loads(extra[ARCHITECTURE_KEY]) if extra[ARCHITECTURE_KEY] else None)
+
+
+def _batched_nms_without_branch(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
+                                 iou_threshold: float) -> torch.Tensor:
+    """torchvision's ``batched_nms`` (the coordinate trick) without its ``if boxes.numel() == 0``.
+
+    The offset per class is (largest coordinate + 1) x class index, so boxes of different classes never
+    overlap and one NMS is a per-class NMS; a zero is appended before the max so that no boxes
+    give an empty keep list rather than an error. Boxes are clipped to the image (>= 0) by then.
+    """
+    from torchvision.ops import nms
+
+    max_coordinate = torch.cat([boxes.flatten(), boxes.new_zeros(1)]).max()
+    offsets = idxs.to(boxes) * (max_coordinate + 1)
+    return nms(boxes + offsets[:, None], scores, iou_threshold)
+
+
+def _multiscale_roi_align_without_len(
+    x_filtered: list[torch.Tensor], boxes: list[torch.Tensor], output_size: list[int], sampling_ratio: int,
+    scales: list[float] | None, mapper: Any,
+) -> torch.Tensor:
+    """torchvision's ``_multiscale_roi_align`` with the RoI count read as a (symbolic) size, not ``len()``."""
+    from torchvision.ops import poolers, roi_align
+
+    if scales is None or mapper is None:
+        raise ValueError("scales and mapper should not be None")
+    rois = poolers._convert_to_roi_format(boxes)
+    if len(x_filtered) == 1:
+        return roi_align(x_filtered[0], rois, output_size=output_size, spatial_scale=scales[0],
+                         sampling_ratio=sampling_ratio)
+    levels = mapper(boxes)
+    result = x_filtered[0].new_zeros((rois.shape[0], x_filtered[0].shape[1], *output_size))
+    for level, (feature, scale) in enumerate(zip(x_filtered, scales, strict=True)):
+        idx = torch.where(levels == level)[0]
+        pooled = roi_align(feature, rois[idx], output_size=output_size, spatial_scale=scale,
+                           sampling_ratio=sampling_ratio)
+        result = result.index_put((idx,), pooled.to(result.dtype))
+    return result
+
+
+@contextlib.contextmanager
+def export_friendly_torchvision() -> Iterator[None]:
+    """While exporting: torchvision's ``batched_nms`` and ``_multiscale_roi_align`` without their data-dependent branches.
+
+    Both compute what torchvision's do (the tests compare detections with the eager detector's);
+    the originals are restored on exit. Eager torchvision on CPU runs NMS class by class above
+    1,000 boxes and the coordinate trick below; both keep the same boxes.
+    """
+    from torchvision.ops import boxes as box_ops
+    from torchvision.ops import poolers
+
+    saved = box_ops.batched_nms, poolers._multiscale_roi_align
+    box_ops.batched_nms, poolers._multiscale_roi_align = _batched_nms_without_branch, _multiscale_roi_align_without_len
+    try:
+        yield
+    finally:
+        box_ops.batched_nms, poolers._multiscale_roi_align = saved
+
+
+def export_program(model: nn.Module, input_size: tuple[int, int]) -> torch.export.ExportedProgram:
+    """``torch.export.export`` of a detector in eval mode, for one image of ``input_size`` (H, W)."""
+    h, w = input_size
+    example = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
+    with export_friendly_torchvision(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's meta registrations' deprecation notices
+        return torch.export.export(model.eval(), ([example],), strict=False)
+
+
+def export_exported_program(
+    model: nn.Module, path: str | os.PathLike[str], input_size: tuple[int, int], arch: Architecture | None = None
+) -> Path:
+    """Export ``model`` with torch.export for one image of ``input_size`` (H, W) and save it (``.pt2``) atomically."""
+    program = export_program(model, input_size)
+    h, w = input_size
+    extra = {INPUT_SIZE_KEY: f"{h}x{w}"}
+    if arch is not None:
+        extra[ARCHITECTURE_KEY] = json.dumps(arch.to_dict())
+    return write_atomic(path, lambda f: torch.export.save(program, f, extra_files=extra))
+
+
+def load_exported_program(
+    path: str | os.PathLike[str],
+) -> tuple[torch.export.ExportedProgram, dict[str, Any] | None, tuple[int, int]]:
+    """A ``.pt2`` detector file: the program, the architecture JSON (a dict) saved with it if any, its input size."""
+    import torchvision  # noqa: F401  (registers torchvision::nms and roi_align, which the program calls)
+
+    extra = {ARCHITECTURE_KEY: "", INPUT_SIZE_KEY: ""}
+    program = torch.export.load(str(path), extra_files=extra)
+    h, w = (int(v) for v in extra[INPUT_SIZE_KEY].split("x"))
+    return program, (json.loads(extra[ARCHITECTURE_KEY]) if extra[ARCHITECTURE_KEY] else None), (h, w)
 
 
 def export_onnx(

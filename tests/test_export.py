@@ -1,11 +1,11 @@
-"""Exported detectors (TorchScript, ONNX) give the eager detector's detections on the same images.
+"""Exported detectors (TorchScript, torch.export, ONNX) give the eager detector's detections on the same images.
 
 Two architectures: the released preset at 1/8 width (``tiny_arch``) and a searched-style sample of the
 tiny trinity structure with skip, sep, conv and grouped inverted-residual ops. Their weights are random
 (``spread_scores``: scores that differ, so the comparison does not hinge on how ties sort).
 
 Stated tolerances: labels equal; boxes within 1e-3 px and scores within 1e-4 (ONNX runs other
-kernels than PyTorch); TorchScript runs PyTorch's own kernels, so within 1e-5.
+kernels than PyTorch); TorchScript and the ExportedProgram run PyTorch's own kernels, so within 1e-5.
 """
 
 from __future__ import annotations
@@ -22,7 +22,15 @@ from hitdet.architecture import Architecture
 from hitdet.builder import build_detector
 from hitdet.cli import main
 from hitdet.errors import UserError
-from hitdet.exporting import export_onnx, export_torchscript, load_torchscript, onnx_detections, onnx_session
+from hitdet.exporting import (
+    export_exported_program,
+    export_onnx,
+    export_torchscript,
+    load_exported_program,
+    load_torchscript,
+    onnx_detections,
+    onnx_session,
+)
 from hitdet.weights.detector import save_weights
 from tests.helpers import SETTINGS, TINY, spread_scores, tiny_arch
 
@@ -81,6 +89,26 @@ def test_torchscript_matches_eager(detector: tuple[Architecture, torch.nn.Module
         assert_same(g, w, SCRIPT_ATOL, SCRIPT_ATOL)
 
 
+def test_exported_program_matches_eager(detector: tuple[Architecture, torch.nn.Module], tmp_path: Path) -> None:
+    from torchvision.ops import boxes as box_ops
+    from torchvision.ops import poolers
+
+    originals = box_ops.batched_nms, poolers._multiscale_roi_align
+    arch, model = detector
+    path = export_exported_program(model, tmp_path / "detector.pt2", SIZE, arch)
+    assert (box_ops.batched_nms, poolers._multiscale_roi_align) == originals  # torchvision is left as it was
+    program, saved_arch, size = load_exported_program(path)
+    assert saved_arch == arch.to_dict() and size == SIZE
+    exported = program.module()
+    for image in images(3, SIZE, seed=4):
+        with torch.no_grad():
+            want = model([image])[0]
+            got = exported([image])[0]
+        assert_same(got, want, SCRIPT_ATOL, SCRIPT_ATOL)
+    with pytest.raises(Exception, match="(?i)guard|size|shape"):  # its size is fixed at export
+        exported(images(1, (SIZE[0] + 8, SIZE[1]), seed=5))
+
+
 def test_onnx_matches_eager(detector: tuple[Architecture, torch.nn.Module], tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install hitdet[export])")
     arch, model = detector
@@ -105,7 +133,7 @@ def test_onnx_file_takes_only_its_fixed_size(tmp_path: Path) -> None:
         onnx_detections(session, images(1, (SIZE[0] + 8, SIZE[1]), seed=5)[0])
 
 
-def test_one_stage_detector_scripts_and_refuses_onnx(tmp_path: Path) -> None:
+def test_one_stage_detector_scripts_exports_and_refuses_onnx(tmp_path: Path) -> None:
     torch.manual_seed(0)
     arch = dataclasses.replace(tiny_arch(), detector_type="retinanet")
     model = build_detector(arch).eval()
@@ -115,6 +143,10 @@ def test_one_stage_detector_scripts_and_refuses_onnx(tmp_path: Path) -> None:
     with torch.no_grad():
         for g, w in zip(scripted(batch)[1], model(batch), strict=True):
             assert_same(g, w, SCRIPT_ATOL, SCRIPT_ATOL)
+    program, _, _ = load_exported_program(export_exported_program(model, tmp_path / "retinanet.pt2", SIZE, arch))
+    with torch.no_grad():
+        for image in images(2, SIZE, seed=9):
+            assert_same(program.module()([image])[0], model([image])[0], SCRIPT_ATOL, SCRIPT_ATOL)
     with pytest.raises(UserError, match="only the two-stage detector"):
         export_onnx(model, tmp_path / "retinanet.onnx", SIZE, arch)
     assert not (tmp_path / "retinanet.onnx").exists()
@@ -143,6 +175,15 @@ def test_cli_export_writes_the_trained_weights_and_keeps_an_existing_file(
     assert len(err) == 1 and "file exists" in err[0] and "--force" in err[0]
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arch.json", "detector.pt", "w.pt"]
+    capsys.readouterr()
+    pt2 = tmp_path / "detector.pt2"
+    assert main([*args[:-1], str(pt2), "--format", "exported-program", "--input-size", "64x80"]) == 0
+    assert "ExportedProgram" in capsys.readouterr().out
+    program, saved_arch, size = load_exported_program(pt2)
+    assert saved_arch == arch.to_dict() and size == (64, 80)
+    with torch.no_grad():
+        for image in images(2, SIZE, seed=7):
+            assert_same(program.module()([image])[0], model([image])[0], SCRIPT_ATOL, SCRIPT_ATOL)
 
 
 @pytest.mark.parametrize(("extra", "message"), [

@@ -1,4 +1,4 @@
-"""``hitdet export ARCH --weights W --format torchscript|onnx --out FILE``: a deployable detector file."""
+"""``hitdet export ARCH --weights W --format torchscript|exported-program|onnx --out FILE``: a deployable detector file."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ from hitdet.commands.info import parse_size
 def register(sub: argparse._SubParsersAction) -> None:
     from hitdet.exporting import FORMATS, ONNX_OPSET
 
-    p = sub.add_parser("export", help="write a trained detector as TorchScript or ONNX")
+    p = sub.add_parser("export", help="write a trained detector as TorchScript, a torch.export program or ONNX")
     p.add_argument("arch", help="architecture JSON the weights were trained with (RUN/architecture.json)")
     p.add_argument("--weights", help="weights: RUN/best.pt, RUN/last.pt or a Lightning .ckpt (required)")
-    p.add_argument("--format", default="torchscript", choices=FORMATS, help="torchscript (default) or onnx")
-    p.add_argument("--out", help="file to write, e.g. detector.pt or detector.onnx (required)")
+    p.add_argument("--format", default="torchscript", choices=FORMATS, help="torchscript (default), exported-program "
+                   "(torch.export, a .pt2 file) or onnx")
+    p.add_argument("--out", help="file to write, e.g. detector.pt, detector.pt2 or detector.onnx (required)")
     p.add_argument("--input-size", type=parse_size, metavar="HxW",
-                   help="onnx: the fixed image size the file takes (default MIN_SIZExMIN_SIZE of the architecture)")
+                   help="exported-program and onnx: the fixed image size the file takes (default MIN_SIZExMIN_SIZE "
+                   "of the architecture)")
     p.add_argument("--opset", type=int, default=ONNX_OPSET, help=f"onnx: opset version (default {ONNX_OPSET})")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
@@ -27,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from hitdet.architecture import load_architecture
     from hitdet.builder import build_detector
     from hitdet.errors import UserError
-    from hitdet.exporting import MIN_ONNX_OPSET, export_onnx, export_torchscript
+    from hitdet.exporting import MIN_ONNX_OPSET, export_exported_program, export_onnx, export_torchscript
     from hitdet.io import check_creatable
     from hitdet.runs import check_inputs
     from hitdet.weights.detector import load_weights
@@ -51,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
         export_torchscript(model, out, arch)
         print(f"wrote {out}: TorchScript; takes a list of float 3xHxW images in [0, 1], "
               "returns (losses, detections)")
+    elif args.format == "exported-program":
+        size = args.input_size or (arch.settings.min_size, arch.settings.min_size)
+        export_exported_program(model, out, size, arch)
+        print(f"wrote {out}: torch.export ExportedProgram; takes a list of one float 3x{size[0]}x{size[1]} image "
+              "in [0, 1] (fixed size), returns a list of one {boxes, labels, scores}")
     else:
         size = args.input_size or (arch.settings.min_size, arch.settings.min_size)
         export_onnx(model, out, size, arch, opset=args.opset)
