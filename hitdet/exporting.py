@@ -123,7 +123,7 @@ def _multiscale_roi_align_without_len(
 
 @contextlib.contextmanager
 def export_friendly_torchvision() -> Iterator[None]:
-    """While exporting: torchvision's ``batched_nms`` and ``_multiscale_roi_align`` without their data-dependent branches.
+    """While exporting: torchvision's ``batched_nms`` and ``_multiscale_roi_align`` without data-dependent branches.
 
     Both compute what torchvision's do (the tests compare detections with the eager detector's);
     the originals are restored on exit. Eager torchvision on CPU runs NMS class by class above

@@ -1,4 +1,4 @@
-"""``hitdet export ARCH --weights W --format torchscript|exported-program|onnx --out FILE``: a deployable detector file."""
+"""``hitdet export ARCH --weights W --format torchscript|exported-program|onnx --out FILE``: a deployable file."""
 
 from __future__ import annotations
 
