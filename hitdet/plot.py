@@ -271,7 +271,7 @@ def heatmap_panels(meta: dict[str, Any]) -> list[HeatmapPanel]:
     panels = []
     for comp in ordered(list(by_comp)):
         labels = by_comp[comp]
-        removed = epochs_removed(events, comp)
+        removed = epochs_removed(events, comp, meta.get("epoch_base", 0))
         ops = list(initial.get(comp) or [])
         ops += [op for op in dict.fromkeys([*(o for lb in labels for o in probs[lb]), *removed]) if op not in ops]
         panels.append(HeatmapPanel(comp, labels, ops, [probs[label] for label in labels], removed))
@@ -309,8 +309,9 @@ def score_history_figure(meta: dict[str, Any], name: str = "") -> Any:
     """
     from matplotlib.ticker import MaxNLocator
 
-    history = meta["score_history"]
-    events = meta.get("screening_events") or []
+    offset = 1 - int(meta.get("epoch_base", 0))  # files from before epochs counted from 1 have none
+    history = [{**h, "epoch": h["epoch"] + offset} for h in meta["score_history"]]
+    events = [{**e, "epoch": e["epoch"] + offset} for e in meta.get("screening_events") or []]
     comps = ordered(list(dict.fromkeys(c for h in history for c in h["scores"])))
     fig = _figure(5.2 * len(comps) + 0.5, 4.2)
     axes = fig.subplots(1, len(comps), squeeze=False)[0]
@@ -320,7 +321,7 @@ def score_history_figure(meta: dict[str, Any], name: str = "") -> Any:
             scores = h["scores"].get(comp, {})
             for op, score in scores.items():  # relative to uniform: score x ops still searched (1 = uniform)
                 xs, ys = series.setdefault(op, ([], []))
-                xs.append(h["epoch"] + 1)
+                xs.append(h["epoch"])
                 ys.append(float(score) * len(scores))
         last_x = max(xs[-1] for xs, _ in series.values())
         final = [op for op in series if series[op][0][-1] == last_x]  # still searched at the last epoch end
@@ -338,12 +339,12 @@ def score_history_figure(meta: dict[str, Any], name: str = "") -> Any:
         removed = [e for e in events if e["component"] == comp]
         for e in removed:
             xs, ys = series.get(e["op"], ([], []))
-            if e["epoch"] + 1 in xs:
-                ax.plot([e["epoch"] + 1], [ys[xs.index(e["epoch"] + 1)]], marker="x", color="#7f0000", ms=5,
+            if e["epoch"] in xs:
+                ax.plot([e["epoch"]], [ys[xs.index(e["epoch"])]], marker="x", color="#7f0000", ms=5,
                         mew=1.0, ls="none", zorder=4)
         per_epoch: dict[int, int] = {}
         for e in removed:
-            per_epoch[e["epoch"] + 1] = per_epoch.get(e["epoch"] + 1, 0) + 1
+            per_epoch[e["epoch"]] = per_epoch.get(e["epoch"], 0) + 1
         for x, k in sorted(per_epoch.items()):
             ax.axvline(x, color="#7f0000", lw=0.5, ls=":", zorder=0)
             ax.text(x, 0.01, f"-{k} ops ", transform=ax.get_xaxis_transform(), va="bottom", ha="right",
@@ -386,10 +387,11 @@ def training_figure(run: Path, metrics: dict[str, Any]) -> Any:
     scalars = _scalars(run)
     fig = _figure(15, 4.2)
     ax_loss, ax_lr, ax_ap = fig.subplots(1, 3)
-    # Lightning logs "epoch" (0-based) with every logged step; an epoch ends at the last step it shows.
+    # Lightning logs "epoch" with every logged step (hitdet's logger counts from 1); an epoch ends at the last
+    # step it shows.
     last_step: dict[int, int] = {}
     for step, value in scalars.get("epoch", []):
-        last_step[int(value) + 1] = max(step, last_step.get(int(value) + 1, step))
+        last_step[int(value)] = max(step, last_step.get(int(value), step))
     epoch_ends = [(step, epoch) for epoch, step in sorted(last_step.items())]
     for tag in sorted(t for t in scalars if t.startswith("train/loss")):
         steps, values = zip(*scalars[tag], strict=True)

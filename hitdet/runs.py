@@ -457,6 +457,12 @@ def checkpoint_callback(dirpath: Path, **kwargs: Any) -> Any:
                         state_dict["best_k_models"] = {moved(k): v for k, v in state_dict["best_k_models"].items()}
                 super().load_state_dict(state_dict)
 
+            def format_checkpoint_name(self, metrics: dict[str, Any], *args: Any, **kwargs: Any) -> str:
+                # epoch001.ckpt after the first epoch: epochs are numbered from 1 wherever a user reads them
+                if "epoch" in metrics:
+                    metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+                return super().format_checkpoint_name(metrics, *args, **kwargs)
+
         # Lightning keys a callback's state in a checkpoint by its class name: keep ModelCheckpoint's, so
         # that runs checkpointed before (and after) this class resume with their callback state.
         RunCheckpoint.__qualname__ = RunCheckpoint.__name__ = "ModelCheckpoint"
@@ -474,24 +480,47 @@ def build_trainer(
     callbacks: list[Any],
     progress: bool,
     trainer_class: Any = None,
+    log_every: int | None = None,
     **kwargs: Any,
 ) -> Any:
-    """The Trainer every command uses: TensorBoard logs in ``out/tensorboard``, atomic checkpoints, no banners."""
+    """The Trainer every command uses: TensorBoard logs in ``out/tensorboard``, atomic checkpoints, no banners.
+
+    The progress bar is :func:`hitdet.runlog.progress_bar` (stderr, epochs from 1); ``log_every``: write the
+    run log ``out/log.txt`` (:class:`hitdet.runlog.RunLog`), a line every that many steps, echoed to
+    stderr when there is no progress bar.
+    """
     import pytorch_lightning as pl
-    from pytorch_lightning.loggers import TensorBoardLogger
 
     from hitdet.io import atomic_checkpoint_io
+    from hitdet.runlog import LOG_FILE, RunLog, progress_bar
 
-    kwargs.setdefault("logger", TensorBoardLogger(save_dir=str(out), name="tensorboard", version="",
-                                                  default_hp_metric=False))
+    kwargs.setdefault("logger", tensorboard_logger(out))
     kwargs.setdefault("enable_model_summary", False)
     kwargs.setdefault("num_sanity_val_steps", 0)
     kwargs.setdefault("default_root_dir", str(out))
+    callbacks = list(callbacks)
+    if progress:
+        callbacks.append(progress_bar())
+    if log_every is not None:
+        callbacks.append(RunLog(out / LOG_FILE, every=log_every, echo=not progress))
     with quiet_lightning():
         return (trainer_class or pl.Trainer)(
             accelerator=accelerator, devices=devices, strategy=strategy, callbacks=callbacks,
             enable_progress_bar=progress, plugins=[atomic_checkpoint_io()], **kwargs,
         )
+
+
+def tensorboard_logger(out: Path) -> Any:
+    """TensorBoard logs in ``out/tensorboard``; the ``epoch`` scalar Lightning adds counts from 1."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    class RunTensorBoardLogger(TensorBoardLogger):
+        def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+            if "epoch" in metrics:
+                metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+            super().log_metrics(metrics, step)
+
+    return RunTensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False)
 
 
 def last_good_checkpoint(last: Path) -> str:
@@ -713,10 +742,12 @@ class Run:
         """A checkpoint callback into ``OUT/checkpoints`` that follows a moved folder (:func:`checkpoint_callback`)."""
         return checkpoint_callback(self.out / "checkpoints", **kwargs)
 
-    def trainer(self, *, callbacks: list[Any], progress: bool, **kwargs: Any) -> Any:
-        """The Trainer of this run (:func:`build_trainer`) on the devices checked at construction."""
+    def trainer(self, *, callbacks: list[Any], progress: bool, log_every: int = 20, **kwargs: Any) -> Any:
+        """The Trainer of this run (:func:`build_trainer`) on the devices checked at construction, writing the
+        run log ``OUT/log.txt`` (a line every ``log_every`` steps and one per epoch; :mod:`hitdet.runlog`)."""
         kwargs.setdefault("precision", self.precision)
-        return build_trainer(self.out, **self.devices, callbacks=callbacks, progress=progress, **kwargs)
+        return build_trainer(self.out, **self.devices, callbacks=callbacks, progress=progress, log_every=log_every,
+                             **kwargs)
 
     def fitting(self) -> contextlib.AbstractContextManager[None]:
         """Around the fit: stops and a NaN loss as one line each (:func:`fitting`)."""

@@ -422,6 +422,7 @@ def _run_experiment(
         limit_val_batches=0,
         limit_train_batches=cfg.steps_per_epoch or train_cfg.steps_per_epoch or 1.0,
         log_every_n_steps=1,
+        log_every=train_cfg.log_every_n_steps,
     )
     loader = DataLoader(
         train_ds, batch_size=train_cfg.batch_size, shuffle=True, collate_fn=collate, num_workers=train_cfg.num_workers

@@ -16,7 +16,7 @@ import torch
 
 from strategies.module import HitDetLightningModule
 from strategies.penalty import expected_macs
-from strategies.screening import SubSpaces
+from strategies.screening import EPOCH_BASE, SubSpaces
 
 
 @dataclass
@@ -192,6 +192,7 @@ def export_result(module: HitDetLightningModule) -> SearchResult:
         "settings": module.settings.to_dict(),
         "screening_events": [{"component": e.component, **e.to_dict()} for e in screener.events],
         "score_history": screener.history,
+        "epoch_base": EPOCH_BASE,  # the events' and the history's epochs count from 1
         **decision.metadata,
     }
     subs = module.sub_spaces() if module.settings.screening else None

@@ -35,7 +35,7 @@ class HeatmapPanel:
     layers: list[str]
     ops: list[str]
     probs: list[dict[str, float]]  # per layer: active op -> probability
-    removed: dict[str, int] = field(default_factory=dict)  # op -> 0-based epoch at whose end it left
+    removed: dict[str, int] = field(default_factory=dict)  # op -> the epoch (from 1) at whose end it left
 
 
 def relative_to_uniform(p: Any, n_active: Any) -> Any:
@@ -88,7 +88,7 @@ def _draw_panel(fig: Any, ax: Any, panel: HeatmapPanel) -> None:
                 ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, ec="black", lw=1.5))
                 ax.plot([j], [i], marker="o", ms=2.5, color="black")
     labels = [
-        f"{op} · out ep{panel.removed[op] + 1}" if op in panel.removed else op for op in panel.ops
+        f"{op} · out ep{panel.removed[op]}" if op in panel.removed else op for op in panel.ops
     ]
     ax.set_xticks(range(len(panel.ops)), labels, rotation=90, fontsize=FONT)
     for tick, op in zip(ax.get_xticklabels(), panel.ops, strict=True):
@@ -143,7 +143,10 @@ def figure_rgb(fig: Any) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def epochs_removed(events: list[dict[str, Any]], component: str) -> dict[str, int]:
-    """op -> epoch (0-based) it was screened out of ``component``, from removal events."""
-    return {str(e["op"]): int(e["epoch"]) for e in events if e.get("component") == component}
+def epochs_removed(events: list[dict[str, Any]], component: str, base: int = 1) -> dict[str, int]:
+    """op -> the epoch (from 1) at whose end it was screened out of ``component``, from removal events.
+
+    ``base``: what the events count from (0 in files written before epochs were counted from 1).
+    """
+    return {str(e["op"]): int(e["epoch"]) + 1 - base for e in events if e.get("component") == component}
 

@@ -48,7 +48,7 @@ def log_heatmaps(
             panel = HeatmapPanel(c, list(comp.labels), list((initial or {}).get(c) or comp.columns), rows,
                                  epochs_removed(removed, c))
             fig = heatmap_figure([panel], f"{c}: op probabilities after epoch {epoch + 1}")
-            writer.add_image(f"alpha/{c}", figure_rgb(fig), global_step=epoch, dataformats="HWC")
+            writer.add_image(f"alpha/{c}", figure_rgb(fig), global_step=epoch + 1, dataformats="HWC")
 
 
 def log_event(logger: Any, event: Any, index: int) -> None:
@@ -83,11 +83,10 @@ def summary_scalars(net: Any, costs: Any) -> dict[str, float]:
 
 def log_step(module: Any, values: dict[str, Any], net: Any, costs: Any) -> None:
     """Log a training step's losses and :func:`summary_scalars` (host floats: the one device sync),
-    and the weight loss and MACs ratio on the progress bar."""
+    and the expected MACs relative to uniform α on the progress bar (the weight loss is there as ``train/loss``)."""
     values = {k: float(v) for k, v in values.items()}
     values.update(summary_scalars(net, costs))
     module.log_dict(values, on_step=True, on_epoch=False, batch_size=1)
-    bar = {"loss": values["search/loss_weight"]}
     if "search/macs_ratio" in values:
-        bar["macs"] = values["search/macs_ratio"]
-    module.log_dict(bar, on_step=True, on_epoch=False, batch_size=1, prog_bar=True, logger=False)
+        module.log_dict({"MACs/uniform": values["search/macs_ratio"]}, on_step=True, on_epoch=False, batch_size=1,
+                        prog_bar=True, logger=False)

@@ -200,7 +200,7 @@ class HitDetLightningModule(DartsLightningModule):
     def on_train_epoch_end(self) -> None:
         net, trainer = self.supernet, self.trainer
         check_ranks_agree(self, net)  # before screening, which acts on α
-        self.screener.record_epoch(net, int(trainer.current_epoch), int(trainer.global_step))
+        self.screener.record_epoch(net, int(trainer.current_epoch) + 1, int(trainer.global_step))  # from 1
         if self.settings.screening and trainer.current_epoch >= self.settings.arch_start_epoch:
             if self.screener.screen(net, trainer):
                 self._weight_params = None

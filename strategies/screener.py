@@ -200,17 +200,21 @@ class Screener:
         return self.rule.scores(net)
 
     def record_epoch(self, net: Supernet, epoch: int, step: int) -> None:
+        """The scores at the end of ``epoch`` (counted from 1: the epoch just finished)."""
         self.history.append({"epoch": epoch, "step": step, "scores": self.scores(net)})
 
     def screen(self, net: Supernet, trainer: Any | None, final: bool = False) -> list[RemovalEvent]:
         """Remove ops down to the schedule's count for this epoch (``final``: down to exactly N).
 
         ``trainer``: the Lightning trainer (epoch, step, the optimisers to free, the logger), or None.
-        Returns the removals made.
+        Returns the removals made; each records the epochs finished when it was made (from 1: "after epoch 2").
         """
         epochs = trainer.max_epochs if trainer is not None else None
         epochs = epochs if epochs is not None and epochs > 0 else None
         epoch = int(trainer.current_epoch) if trainer is not None else 0
+        # at an epoch's end Lightning's current_epoch is the (0-based) epoch ending; when training ends it
+        # already counts the epochs finished
+        finished = epoch if final else epoch + 1
         scores = self.scores(net)
         done: list[RemovalEvent] = []
         s = self.settings
@@ -221,17 +225,22 @@ class Screener:
             excess = max(len(ranked) - min(target, n0), 0)
             removable = [(op, score) for op, score in ranked if op not in s.screen_keep]  # kept ops stay
             for op, score in removable[:excess]:
-                done.append(self.drop(net, c, op, score, trainer))
+                done.append(self.drop(net, c, op, score, trainer, finished))
         return done
 
-    def drop(self, net: Supernet, component: str, op: str, score: float, trainer: Any | None) -> RemovalEvent:
-        """Remove ``op`` from every layer of ``component``, free it in the optimisers, record the event."""
+    def drop(self, net: Supernet, component: str, op: str, score: float, trainer: Any | None,
+             epoch: int | None = None) -> RemovalEvent:
+        """Remove ``op`` from every layer of ``component``, free it in the optimisers, record the event.
+
+        ``epoch``: the epochs finished (from 1; default Lightning's ``current_epoch + 1``, -1 without a trainer).
+        """
         forget_parameters(net.drop(component, op), trainer)
-        epoch = int(trainer.current_epoch) if trainer is not None else -1
+        if epoch is None:
+            epoch = int(trainer.current_epoch) + 1 if trainer is not None else -1
         step = int(trainer.global_step) if trainer is not None else -1
         event = RemovalEvent(component, op, score, epoch, step)
         self.events.append(event)
-        _logger.info("screening: removed %s from %s (score %.4g, epoch %d)", op, component, score, epoch)
+        _logger.info("screening: removed %s from %s (score %.4g, after epoch %d)", op, component, score, epoch)
         if trainer is not None:
             logs.log_event(trainer.logger, event, len(self.events))
         return event

@@ -24,6 +24,9 @@ from typing import Any
 
 FORMAT = "hitdet-subspaces"
 VERSION = 1
+# Removal epochs count the epochs finished, from 1 ("after epoch 2"); files without this key (before it
+# was written) counted from 0.
+EPOCH_BASE = 1
 
 # The neck sub search space the authors released (Guo et al., CVPR 2020; docs/hit-detector.md); the
 # backbone and head sub spaces were not released.
@@ -59,7 +62,7 @@ def kept_after_epoch(n_initial: int, n_final: int, epoch: int, start: int, epoch
 
 @dataclass
 class RemovalEvent:
-    """One op removed from one component."""
+    """One op removed from one component, after ``epoch`` epochs (counted from 1), at global ``step``."""
 
     component: str
     op: str
@@ -93,6 +96,7 @@ class SubSpaces:
                 for comp, ops in self.kept.items()
             },
             "settings": self.settings,
+            "epoch_base": EPOCH_BASE,
         }
 
     def to_json(self) -> str:

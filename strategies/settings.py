@@ -196,8 +196,8 @@ class SearchSettings:
         """Warn when training stops before ``arch_start_epoch``: the alphas would never move."""
         if max_epochs is not None and 0 < max_epochs <= self.arch_start_epoch:
             warnings.warn(
-                f"architecture updates start at epoch {self.arch_start_epoch} (0-based) but training "
-                f"stops after {max_epochs} epoch(s): the alphas will not be trained (set arch_start_epoch)",
+                f"architecture updates start after {self.arch_start_epoch} weight-only epoch(s) (arch_start_epoch), "
+                f"but training stops after {max_epochs} epoch(s): the alphas will not be trained",
                 stacklevel=3,
             )
 

@@ -56,8 +56,8 @@ class HitDetStrategy(DARTS):
 
             - ``arc_learning_rate``, ``arch_travel``: Adam lr of the alphas (paper 4e-4), or the travel that
               sets it from the number of architecture steps.
-            - ``arch_start_epoch``: first epoch (0-based) with architecture steps; before it only weights
-              train (6 of 12).
+            - ``arch_start_epoch``: weight-only epochs before the architecture steps start (6 of 12: α
+              moves from epoch 7, counting epochs from 1).
             - ``penalty_lambda``, ``target_macs``: weight of the FLOPs penalty (None = 0.01 when searching,
               0 when screening), and an optional MACs budget to search towards.
             - ``mu``, ``regulariser``, ``num_ops``, ``screen_components``: screening: weight and reading of

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
@@ -60,6 +61,14 @@ def spread_scores(model: torch.nn.Module, seed: int) -> torch.nn.Module:
         for layer, scale in ((predictor.cls_score, 20.0), (predictor.bbox_pred, 0.05)):
             layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * scale)
     return model.eval()
+
+
+RUN_LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")
+
+
+def without_run_log(err: str) -> list[str]:
+    """stderr's lines other than the run log's (``--no-progress`` echoes RUN/log.txt there: hitdet.runlog)."""
+    return [line for line in err.strip().splitlines() if not RUN_LOG_LINE.match(line)]
 
 
 def tree(root: Path) -> dict[str, Any]:

@@ -44,8 +44,13 @@ def inject_nan(monkeypatch: pytest.MonkeyPatch, at_call: int, ckpt: Path) -> dic
 
 def check_stopped(code: int, err: str, run: Path, state: dict, where: str) -> None:
     assert code == NonFiniteLossError.exit_code == 3
+    # --no-progress: the run log's lines come first on stderr (hitdet.runlog); the error is one line
+    log = (run / "log.txt").read_text().splitlines()
     lines = err.strip().splitlines()
+    assert [line for line in lines if not line.startswith("hitdet ")] == log, err
+    lines = lines[len(log):]
     assert len(lines) == 1, err
+    assert log[-1].split(" ", 2)[2].startswith("stopped: NonFiniteLossError: non-finite loss nan"), log
     assert "non-finite loss nan [loss_classifier=nan" in lines[0] and where in lines[0], lines[0]
     last = run / "checkpoints" / "last.ckpt"
     assert f"last good checkpoint: {last}" in lines[0]
@@ -57,8 +62,9 @@ def test_train_stops_on_nan(data: Path, tmp_path: Path, monkeypatch: pytest.Monk
     run = tmp_path / "run"
     state = inject_nan(monkeypatch, 3, run / "checkpoints" / "last.ckpt")  # 2 steps/epoch: 1st step of epoch 1
     code = main(["train", "hit-detector", "--data", str(data), "--out", str(run), "--epochs", "2", *TRAIN])
-    check_stopped(code, capsys.readouterr().err, run, state, "] at global step 2, epoch 1;")
-    assert not (run / "checkpoints" / "epoch001.ckpt").exists() and not (run / "last.pt").exists()
+    check_stopped(code, capsys.readouterr().err, run, state, "] at global step 2, epoch 2;")
+    assert (run / "checkpoints" / "epoch001.ckpt").is_file()  # the first epoch's, named from 1
+    assert not (run / "checkpoints" / "epoch002.ckpt").exists() and not (run / "last.pt").exists()
 
 
 def test_screen_stops_on_nan_in_architecture_step(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -70,5 +76,5 @@ def test_screen_stops_on_nan_in_architecture_step(data: Path, tmp_path: Path, mo
     code = main(["screen", "--data", str(data), "--out", str(run), "--config", "synth-cpu", "--epochs", "2",
                  "--no-progress", *[f"--set={s}" for s in TINY], "--set", "strategy.arch_start_epoch=1",
                  "--set", "ops=[sep_k3, skip, conv_k1]", "--set", "strategy.num_ops=2"])
-    check_stopped(code, capsys.readouterr().err, run, state, "] at global step 1, epoch 1;")
+    check_stopped(code, capsys.readouterr().err, run, state, "] at global step 1, epoch 2;")
     assert not (run / "subspaces.json").exists()

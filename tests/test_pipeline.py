@@ -150,7 +150,7 @@ def test_screen_keeps_few_checkpoints_and_logs_lr_and_op_counts(demo, tmp_path):
                  "--set", "strategy.arch_start_epoch=1", "--set", "ops=[sep_k3, skip, conv_k3, conv_k1]",
                  "--precision", "32-true", "--num-workers", "0"])
     assert code == 0
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch002.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch003.ckpt", "last.ckpt"]
     events = EventAccumulator(str(run / "tensorboard")).Reload()
     tags = set(events.Tags()["scalars"])
     assert any(t.startswith("lr") for t in tags), tags

@@ -29,18 +29,18 @@ LAYERS = {"head": ["head/b0", "head/b1"], "backbone": [f"backbone/s1_b{i}" for i
 
 
 def search_metadata(seed: int = 0) -> dict:
-    """32 ops per component; 12 removed after epoch 2 (0-based 1) and 12 after epoch 3, 8 left."""
+    """32 ops per component; 12 removed after epoch 2 and 12 after epoch 3 (epochs counted from 1), 8 left."""
     rng = np.random.default_rng(seed)
     ops = list(OP_NAMES)
     events, history, alive = [], [], {c: list(ops) for c in LAYERS}
     for epoch in range(3):
-        history.append({"epoch": epoch, "step": 3 * (epoch + 1),
+        history.append({"epoch": epoch + 1, "step": 3 * (epoch + 1),
                         "scores": {c: {op: 1 / len(alive[c]) + 1e-3 * rng.standard_normal() for op in alive[c]}
                                    for c in LAYERS}})
         if epoch >= 1:
             for c in LAYERS:
                 gone = sorted(alive[c], key=lambda op: history[-1]["scores"][c][op])[:12]
-                events += [{"component": c, "op": op, "score": history[-1]["scores"][c][op], "epoch": epoch,
+                events += [{"component": c, "op": op, "score": history[-1]["scores"][c][op], "epoch": epoch + 1,
                             "step": 3 * (epoch + 1)} for op in gone]
                 alive[c] = [op for op in alive[c] if op not in gone]
     probs = {}
@@ -51,7 +51,7 @@ def search_metadata(seed: int = 0) -> dict:
             probs[label] = {op: float(v) for op, v in zip(alive[c], p, strict=True)}
     return {"strategy": "hitdet", "mode": "screen", "alpha_probabilities": probs, "sub_spaces": alive,
             "initial_sub_spaces": {c: list(ops) for c in LAYERS}, "screening_events": events,
-            "score_history": history}
+            "score_history": history, "epoch_base": 1}
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def write_train_run(run: Path, min_size: int, max_size: int, rois: int, best_ap:
         writer.add_scalar("train/loss", 2.0 / step, step)
         writer.add_scalar("train/loss_classifier", 1.0 / step, step)
         writer.add_scalar("lr-SGD", 0.01 * min(1.0, step / 10), step)
-        writer.add_scalar("epoch", float(step > 10), step)
+        writer.add_scalar("epoch", float(step > 10) + 1, step)  # hitdet's logger counts epochs from 1
     writer.close()
     return run
 
@@ -119,6 +119,11 @@ def test_heatmap_panels_keep_every_initial_op_in_detector_order(search_run):
         mat = relative_matrix(panel)
         assert np.isnan(mat[:, [panel.ops.index(op) for op in gone]]).all()
         assert np.isfinite(mat).sum() == 8 * len(panel.layers)
+    assert sorted({e["epoch"] for e in meta["screening_events"]}) == [2, 3]
+    # a file written before epochs were counted from 1 (no epoch_base) counted them from 0
+    old = {**meta, "screening_events": [{**e, "epoch": e["epoch"] - 1} for e in meta["screening_events"]]}
+    del old["epoch_base"]
+    assert [p.removed for p in heatmap_panels(old)] == [p.removed for p in panels]
 
 
 def test_plot_search_run(search_run, tmp_path, capsys):
@@ -151,10 +156,10 @@ def test_tensorboard_heatmap_is_the_same_drawing(tmp_path):
     comps = group_components({"neck/l1": ops, "neck/l2": ops})
     probs = {"neck/l1": torch.tensor([0.5, 0.3, 0.2, 0.0]), "neck/l2": torch.tensor([0.1, 0.6, 0.3, 0.0])}
     active = {label: torch.tensor([True, True, True, False]) for label in probs}
-    event = RemovalEvent("neck", "d", 0.01, 1, 6)
+    event = RemovalEvent("neck", "d", 0.01, 2, 6)  # after epoch 2 (from 1): current_epoch 1
     log_heatmaps(Logger(), comps, probs, active, 1, {"neck": ops}, [event])
     rows = [{"a": 0.5, "b": 0.3, "c": 0.2}, {"a": 0.1, "b": 0.6, "c": 0.3}]
-    panel = HeatmapPanel("neck", ["neck/l1", "neck/l2"], ops, rows, {"d": 1})
+    panel = HeatmapPanel("neck", ["neck/l1", "neck/l2"], ops, rows, {"d": 2})
     expected = figure_rgb(heatmap_figure([panel], "neck: op probabilities after epoch 2"))
     assert images["alpha/neck"].shape == expected.shape
     assert np.array_equal(images["alpha/neck"], expected)

@@ -47,8 +47,8 @@ def killed_mid_epoch(args: list[str], run: Path) -> None:
     proc = subprocess.run([sys.executable, str(KILLER), *args], capture_output=True, text=True,
                           env={**ENV, "KILL_EPOCH": "1"}, timeout=120)
     assert proc.returncode == -signal.SIGKILL, f"not killed (exit {proc.returncode}): {proc.stderr[-2000:]}"
-    assert (run / "checkpoints" / "epoch000.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
-    assert not (run / "checkpoints" / "epoch001.ckpt").exists()
+    assert (run / "checkpoints" / "epoch001.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert not (run / "checkpoints" / "epoch002.ckpt").exists()
 
 
 def test_train_resumed_after_sigkill_matches_uninterrupted(data: Path, tmp_path: Path) -> None:
@@ -93,11 +93,11 @@ def test_search_resumed_after_sigkill_matches_uninterrupted(data: Path, tmp_path
     assert arch_run == arch_ref  # the sample, α probabilities, MACs and score history included
     assert json.loads((run / "metadata.json").read_text()) == json.loads((ref / "metadata.json").read_text())
     history = arch_ref["metadata"]["score_history"]
-    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert [h["epoch"] for h in history] == [1, 2, 3]  # counted from 1
     assert history[0]["scores"] != history[-1]["scores"]  # α moved after the restart, too
 
     # what the resume restored from: both optimisers, the weight schedule, the strategy and RNG states
-    ckpt = torch.load(run / "checkpoints" / "epoch000.ckpt", weights_only=False, map_location="cpu")
+    ckpt = torch.load(run / "checkpoints" / "epoch001.ckpt", weights_only=False, map_location="cpu")
     final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
     assert (ckpt["epoch"], final["epoch"]) == (0, 2) and ckpt["global_step"] > 0
     weights_opt, alpha_opt = final["optimizer_states"]

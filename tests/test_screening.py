@@ -99,9 +99,9 @@ def test_screening_keeps_exactly_n_and_removed_ops_stop_running(tmp_path: Any) -
     subs = result.sub_spaces
     assert subs is not None
     assert {c: len(ops) for c, ops in subs.kept.items()} == {"backbone": 2, "neck": 2, "head": 2}
-    # schedule 6 -> 4 after epoch 1, -> 2 after epoch 2; lowest score first
+    # schedule 6 -> 4 after epoch 2, -> 2 after epoch 3 (counted from 1; arch_start_epoch=1 is the 2nd)
     for comp, events in subs.removed.items():
-        assert [e.epoch for e in events] == [1, 1, 2, 2], comp
+        assert [e.epoch for e in events] == [2, 2, 3, 3], comp
         assert len({e.op for e in events} | set(subs.kept[comp])) == len(OPS)
     # the live supernet has exactly the kept ops; their scores are the kept ranking
     for label, group in module.layers.items():
@@ -117,7 +117,7 @@ def test_screening_keeps_exactly_n_and_removed_ops_stop_running(tmp_path: Any) -
         for label in module.components[e.component].labels
     }
     for key, epoch in removed_at.items():
-        assert per_epoch[last][key] == per_epoch[epoch][key], key
+        assert per_epoch[last][key] == per_epoch[epoch - 1][key], key  # per_epoch: Lightning's 0-based keys
     for label, group in module.layers.items():
         for name in group[0].active_names():
             assert per_epoch[last][(label, name)] > per_epoch[last - 1][(label, name)]
@@ -227,6 +227,6 @@ def test_screening_resumes_from_a_checkpoint(tmp_path: Any) -> None:
     )
     subs = resumed.export_result().sub_spaces
     assert all(len(ops) == 2 for ops in subs.kept.values())
-    for comp, removed in subs.removed.items():  # epoch-1 removals come from the checkpoint
-        assert [e.op for e in removed if e.epoch == 1] == [e.op for e in events[comp] if e.epoch == 1]
-        assert [e.epoch for e in removed] == [1, 1, 2, 2]
+    for comp, removed in subs.removed.items():  # removals after epoch 2 (the checkpoint's) come from it
+        assert [e.op for e in removed if e.epoch == 2] == [e.op for e in events[comp] if e.epoch == 2]
+        assert [e.epoch for e in removed] == [2, 2, 3, 3]

@@ -30,7 +30,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_run_folder_contents(run: dict[str, Path]) -> None:
     out = run["out"]
     for name in ("architecture.json", "config.yaml", "best.pt", "last.pt", "metrics.json",
-                 "checkpoints/last.ckpt", "checkpoints/epoch000.ckpt", "checkpoints/best.ckpt"):
+                 "checkpoints/last.ckpt", "checkpoints/epoch001.ckpt", "checkpoints/best.ckpt"):
         assert (out / name).is_file(), name
     arch = load_architecture(out / "architecture.json")
     assert arch.settings.num_classes == len(SYNTH_CATEGORIES) + 1 and arch.settings.min_size == 64
@@ -68,7 +68,7 @@ def test_resume_continues_and_eval_reproduces_validation(run: dict[str, Path], c
     assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]
-    assert (out / "checkpoints" / "epoch001.ckpt").is_file()
+    assert (out / "checkpoints" / "epoch002.ckpt").is_file()  # named from 1
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1  # 0-based: 2 epochs
 
     ev = run["root"] / "eval-last"

@@ -30,7 +30,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="Lightning accelerator: auto (default: a GPU if there is one), cpu, gpu")
     p.add_argument("--devices", default="1", help="number of devices (default 1); >1 with --strategy ddp")
     p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (stderr): the run log's lines "
+                   "(OUT/log.txt) go to stderr instead")
     p.add_argument("--precision", choices=PRECISIONS, help="Lightning precision (default 32-true; bf16-mixed or "
                    "16-mixed on GPUs); shortcut for the config key precision")
     p.add_argument("--num-workers", type=int, help="data-loading worker processes; shortcut for the config key "

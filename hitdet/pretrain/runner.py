@@ -33,7 +33,7 @@ from hitdet.weights.backbone import load_backbone_weights, save_backbone_weights
 
 WEIGHTS_NAME = "backbone.pt"
 SUMMARY_NAME = "pretrain.json"
-_OWN = (WEIGHTS_NAME, SUMMARY_NAME, RUN_FILE, CONFIG_FILE, "checkpoints", "tensorboard")
+_OWN = (WEIGHTS_NAME, SUMMARY_NAME, RUN_FILE, CONFIG_FILE, "checkpoints", "tensorboard", "log.txt")
 RESUME_MAY_CHANGE = ("epochs", "max_steps")  # --resume --epochs N extends a run
 RECOVERY_KEYS = ("lr",)  # may change on --resume only after a divergence (exit 3)
 
@@ -145,6 +145,7 @@ def _fit(
         max_steps=config.max_steps,
         sync_batchnorm=config.sync_batchnorm,
         log_every_n_steps=config.log_every_n_steps,
+        log_every=config.log_every_n_steps,
         deterministic=False,
     )
     start = time.time()

@@ -53,13 +53,14 @@ class TrainConfig:
     backend: str = "pycocotools"  # COCO evaluation backend for validation
     precision: str = "32-true"  # Lightning precision: 32-true, bf16-mixed or 16-mixed (GPUs; bf16 on CPU)
     steps_per_epoch: int | None = None  # cap on batches per epoch (Lightning's limit_train_batches)
+    log_every_n_steps: int = 20  # a line in RUN/log.txt every N steps (and TensorBoard's step scalars, at most)
     # DetectorSettings overrides (min_size, max_size, rpn_post_nms_top_n_train,
     # box_batch_size_per_image, ...): fewer proposals and RoIs train much faster on CPU.
     detector: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Every range, checked once here: ``ValueError("field: why, got value")`` (the loader names the source)."""
-        for key in ("epochs", "batch_size", "base_batch", "eval_batch_size"):
+        for key in ("epochs", "batch_size", "base_batch", "eval_batch_size", "log_every_n_steps"):
             require(self, key, "must be a positive integer", lambda v: is_int(v) and v >= 1)
         for key in ("lr", "base_lr", "width", "preset_width", "momentum", "weight_decay", "warmup_ratio", "gamma",
                     "grad_clip_norm", "hflip_prob"):

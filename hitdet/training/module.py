@@ -95,7 +95,7 @@ class DetectionModule(LightningModule):
         if finite:
             return
         step = int(trainer.global_step) if trainer is not None else 0
-        epoch = int(trainer.current_epoch) if trainer is not None else 0
+        epoch = int(trainer.current_epoch) + 1 if trainer is not None else 1  # from 1, as the bar and log say
         bad = ", ".join(f"{k}={float(v.detach()):g}" for k, v in losses.items() if not bool(torch.isfinite(v).all()))
         what = f"non-finite loss {float(loss.detach()):g} [{bad}]" if not local else "non-finite loss on another rank"
         raise NonFiniteLossError(

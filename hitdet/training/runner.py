@@ -232,7 +232,8 @@ def _fit(
         callbacks=[every_epoch, best, LearningRateMonitor(logging_interval="step"), _Record(), *(callbacks or [])],
         progress=progress,
         max_epochs=cfg.epochs,
-        log_every_n_steps=min(10, max(1, len(train_ds) // cfg.batch_size)),
+        log_every_n_steps=min(cfg.log_every_n_steps, max(1, len(train_ds) // cfg.batch_size)),
+        log_every=cfg.log_every_n_steps,
         use_distributed_sampler=False,
         limit_train_batches=cfg.steps_per_epoch or 1.0,
     )
