@@ -29,6 +29,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -194,6 +195,69 @@ def check_resume(out: Path) -> Path:
     if not last.is_file():
         raise UserError(f"{last}: no checkpoint to resume from")
     return last
+
+
+def _earlier_checkpoint(last: Path) -> str:
+    """What to do when ``last.ckpt`` cannot be used: the newest epoch checkpoint beside it, if any."""
+    epochs = sorted(p for p in last.parent.glob("epoch*.ckpt") if p.is_file())
+    if epochs:
+        return f"copy {epochs[-1]} over it to resume from there, or start again with --force"
+    return "start the run again with --force (or into another --out)"
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint loaded as plain weights (``weights_only``: no code runs), or one line saying why not.
+
+    A damaged (truncated) file, one that is not a checkpoint, and one whose pickle asks for more than
+    tensors and plain containers (which could run code) are each refused naming the file and what to do.
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:  # mmap needs the zip format (and a file system that maps); read it plainly
+            if "mmap" not in str(exc):
+                raise
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        asked = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        detail = f"it asks for {asked.group(1)}" if asked else "it asks for more than tensors"
+        raise UserError(f"{path}: refused: not plain weights, loading it could run code ({detail}); resume only "
+                        f"from checkpoints hitdet wrote: {_earlier_checkpoint(path)}") from None
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
+        raise UserError(f"{path}: cannot be read ({reason}): damaged or not a checkpoint; "
+                        f"{_earlier_checkpoint(path)}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("state_dict"), dict):
+        raise UserError(f"{path}: not a Lightning checkpoint (no state_dict); {_earlier_checkpoint(path)}")
+    return data
+
+
+def check_checkpoint_matches(path: Path, state: dict[str, Any], module: Any, what: str) -> None:
+    """Refuse a checkpoint whose weights do not fit ``module`` (missing, extra or differently shaped tensors).
+
+    ``what``: what the module was built from (the run's architecture.json), for the message.
+    """
+    expected = module.state_dict()
+    problem = None
+    for key, tensor in expected.items():
+        if key not in state:
+            problem = f"{key} missing from the checkpoint"
+        elif hasattr(state[key], "shape") and tuple(state[key].shape) != tuple(tensor.shape):
+            problem = f"{key}: {list(state[key].shape)} in the checkpoint, {list(tensor.shape)} now"
+        if problem:
+            break
+    if problem is None:
+        extra = [k for k in state if k not in expected]
+        if extra:
+            problem = f"{extra[0]} in the checkpoint, not in the model"
+    if problem is not None:
+        raise UserError(f"{path}: does not match {what} ({problem}); if that changed since the run started, "
+                        "restore it, or start a new run (another --out, or --force)")
 
 
 @contextlib.contextmanager
@@ -570,6 +634,12 @@ def fitting(out: Path) -> Iterator[None]:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise UserError(f"{out}: cannot write: {exc.strerror}; {last_good_checkpoint(last)}") from None
         raise
+    except RuntimeError as exc:
+        if "Error(s) in loading state_dict" in str(exc):  # a resumed checkpoint that does not fit the model
+            raise UserError(f"{last}: does not match the model it resumes ("
+                            f"{str(exc).strip().splitlines()[-1].strip()[:160]}); restore the run's own files, "
+                            "or start a new run (another --out, or --force)") from None
+        raise
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -655,13 +725,23 @@ class Run:
         self.replacing = not resume and self.out.is_dir() and any(self.out.iterdir())
         self._check_inputs()
         self.recoveries: list[tuple[str, Any, Any]] = []
+        self._resume_state: dict[str, Any] | None = None
         if resume:
             check_resume(self.out)
             if config is not None:
                 self.recoveries = check_resume_config(self.out, config, may_change=may_change, recovery=recovery)
+            if not self.child:  # readable and weights-only now, before anything is written
+                self._resume_state = read_checkpoint(self.last_checkpoint)["state_dict"]
         if accelerator is not None:
             check_devices(accelerator, devices, strategy, precision)
         self._lock = RunLock(self.out)
+
+    def check_checkpoint(self, module: Any, what: str = "architecture.json") -> None:
+        """On ``--resume``: refuse (one line, nothing written) a checkpoint whose weights do not fit ``module``,
+        the LightningModule the fit will load it into (e.g. the run's architecture.json was edited)."""
+        if self._resume_state is not None:
+            check_checkpoint_matches(self.last_checkpoint, self._resume_state, module, what)
+            self._resume_state = None  # the fit reads the file itself
 
     def add_inputs(self, **inputs: Any) -> None:
         """More inputs, known only once the command resolved them (the dataset folder): checked now."""
@@ -693,6 +773,7 @@ class Run:
     # -- the lifecycle
 
     def __enter__(self) -> Run:
+        self._resume_state = None  # the checked checkpoint's tensors: the fit reads the file itself
         self._lock.acquire()
         try:
             if not self.staged:

@@ -113,6 +113,8 @@ def run_pretraining(
     train_loader = DataLoader(data.train, shuffle=True, drop_last=len(data.train) > config.batch_size, **loader_args)
     val_loader = DataLoader(data.val, shuffle=False, **loader_args) if data.val is not None else None
 
+    if resume:  # the checkpoint fits the backbone: checked before anything is written
+        run.check_checkpoint(module, what="the run's backbone (--arch/--space, --width)")
     with run:
         if init_report is not None:
             run.say(init_report.summary())

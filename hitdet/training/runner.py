@@ -190,6 +190,10 @@ def train(
     if backbone_weights is not None and not resume:
         report = load_backbone_weights(model, backbone_weights, choices=arch.sample())
 
+    if resume:  # the checkpoint fits the run's architecture.json: checked before anything is written
+        from hitdet.training.module import DetectionModule
+
+        run.check_checkpoint(DetectionModule(model, config), what=str(run.out / "architecture.json"))
     with run:
         if report is not None:
             run.say(report.summary())
