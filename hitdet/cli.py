@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "hitdet.commands.eval",
     "hitdet.commands.bench",
     "hitdet.commands.pretrain",
+    "hitdet.commands.convert_weights",
     "hitdet.commands.plot",
     "hitdet.commands.compare",
     "hitdet.commands.predict",
