@@ -29,6 +29,17 @@ VERSION = 1
 NUM_LEVELS = 4
 STRIDES = (1, 2)  # every op in the pool keeps (1) or halves (2) the resolution
 
+# Upper bounds of an architecture (docs/reliability.md says why): past them a detector gains nothing it can
+# use, and the value would only fail later as an out-of-memory error in the middle of training.
+MAX_CHANNELS = 4096  # per layer: 2x the widest layer of the common detection backbones (ResNet's C5, 2048)
+MAX_IN_CHANNELS = 64  # image channels (RGB is 3)
+MAX_ROI_SIZE = 64  # FPN puts each RoI on the level where it spans ~7-28 cells; a finer grid only interpolates
+MAX_STAGE_BLOCKS = 64  # blocks per backbone stage: ResNet-152's deepest stage has 36
+MAX_TAIL = 8  # fixed layers after the last stage (the released detector has 2)
+MAX_HEAD_BLOCKS = 32  # RoI-head blocks (the paper's 4; a RetinaNet's two towers of 4 each)
+MAX_PARAMS = 1_000_000_000  # the whole detector: 4 GB of float32 weights, ~16 GB to train with SGD
+MAX_MACS = 10**13  # at its own largest input and RoI count: 35x the released detector's 280 G at 800x1344
+
 
 class ArchitectureError(UserError):
     """An architecture file or dict that does not describe a valid detector."""
@@ -370,11 +381,51 @@ def validate(arch: Architecture, source: str) -> None:
         checks.append((f"backbone.tail[{i}].op", t.op, cin, t.out_channels))
         cin = t.out_channels
     checks += searched[backbone:]  # the neck's cells, then the head's
+    check_bounds(arch, source)
     for where, op, c_in, c_out in checks:
         try:
             op_cost(op, c_in, c_out, 1, 1, 1)
         except ValueError as exc:
             raise ArchitectureError(f"{source}: {where}: {exc}") from None
+
+
+def check_bounds(arch: Architecture, source: str) -> None:
+    """Refuse sizes no detector can use (channels, depth, RoI size, and the whole detector's parameters and
+    MACs at its own input size), naming the field: what ``hitdet info`` and ``hitdet train`` both refuse."""
+    from search_spaces.costs import detector_cost
+
+    st = arch.structure
+
+    def at_most(where: str, value: int, bound: int, what: str = "") -> None:
+        if value > bound:
+            raise ArchitectureError(f"{source}: {where}: must be at most {bound}{what}, got {value}")
+
+    at_most("backbone.in_channels", st.in_channels, MAX_IN_CHANNELS)
+    at_most("backbone.stem.out_channels", st.stem.out_channels, MAX_CHANNELS)
+    for s, stage in enumerate(st.stages):
+        at_most(f"backbone.stages[{s}]", len(stage), MAX_STAGE_BLOCKS, " blocks")
+        for b, slot in enumerate(stage):
+            at_most(f"backbone.stages[{s}][{b}].out_channels", slot.out_channels, MAX_CHANNELS)
+    at_most("backbone.tail", len(st.tail), MAX_TAIL, " layers")
+    for i, t in enumerate(st.tail):
+        at_most(f"backbone.tail[{i}].out_channels", t.out_channels, MAX_CHANNELS)
+    at_most("neck.channels", st.neck_channels, MAX_CHANNELS)
+    at_most("head.fc_channels", st.fc_channels, MAX_CHANNELS)
+    at_most("head.roi_size", st.roi_size, MAX_ROI_SIZE)
+    at_most("head.blocks", st.head_blocks, MAX_HEAD_BLOCKS, " blocks")
+    try:
+        total = detector_cost(st, arch.sample(), arch.settings.num_classes, arch.settings.padded_size(),
+                              arch.settings.priced_rois(), arch.detector_type)["total"]
+    except (ValueError, KeyError):
+        return  # an op that cannot be built: the op check names it
+    h, w = arch.settings.padded_size()
+    if total.params > MAX_PARAMS:
+        raise ArchitectureError(f"{source}: the detector has {total.params / 1e9:.3g} G parameters, more than the "
+                                f"{MAX_PARAMS / 1e9:.3g} G bound (docs/reliability.md); fewer channels or blocks")
+    if total.macs > MAX_MACS:
+        raise ArchitectureError(f"{source}: the detector needs {total.macs / 1e12:.3g} T MACs at {h}x{w} with "
+                                f"{arch.settings.priced_rois()} RoIs, more than {MAX_MACS / 1e12:.3g} T; fewer "
+                                "channels or blocks, a smaller detector.min_size/max_size or fewer proposals")
 
 
 def preset_names() -> list[str]:

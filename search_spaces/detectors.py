@@ -28,6 +28,12 @@ from search_spaces.ops import Cost, conv_cost, linear_cost, shared_over_levels
 from search_spaces.positions import Position, head_positions
 from search_spaces.structure import DetectorStructure, head_label
 
+# Upper bounds of the settings (docs/reliability.md says why): a detector cannot use more, and a value past them
+# only fails later, as an out-of-memory error mid-training.
+MAX_INPUT_SIZE = 4096  # pixels per side: 3x COCO's 1333; a 4096^2 image's stride-4 256-channel map alone is 1 GiB
+MAX_COUNT = 100_000  # proposals, sampled RoIs, detections per image, classes: 50x COCO's 2000 proposals
+MAX_CLASSES = 100_000  # LVIS has 1203 categories; ImageNet-21k 21841
+
 ANCHOR_RATIOS = (0.5, 1.0, 2.0)
 RPN_ANCHORS = len(ANCHOR_RATIOS)  # one size x three ratios per level
 RETINA_ANCHORS = 9  # three scales x three ratios per level
@@ -92,6 +98,15 @@ class DetectorSettings:
                 raise ValueError(f"{f.name}: must be between 0 and 1, got {value}")
         if self.num_classes < 2:
             raise ValueError("num_classes: must count the background too, so at least 2")
+        for name in ("min_size", "max_size", "size_divisible", "anchor_base"):
+            if getattr(self, name) > MAX_INPUT_SIZE:
+                raise ValueError(f"{name}: must be at most {MAX_INPUT_SIZE} pixels, got {getattr(self, name)}")
+        for name in ("rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_train",
+                     "rpn_post_nms_top_n_test", "rpn_batch_size_per_image", "box_batch_size_per_image",
+                     "box_detections_per_img", "num_classes", "sampling_ratio"):
+            bound = MAX_CLASSES if name == "num_classes" else 64 if name == "sampling_ratio" else MAX_COUNT
+            if getattr(self, name) > bound:
+                raise ValueError(f"{name}: must be at most {bound}, got {getattr(self, name)}")
 
 
 def anchor_generator(num_levels: int, base: int = 32) -> AnchorGenerator:

@@ -70,6 +70,12 @@ def _grouped_odd(doc: dict[str, Any]) -> None:
     doc["backbone"]["stages"][0][0] = {"op": "ir_k3_e1_g2", "out_channels": 47, "stride": 2}
 
 
+def _wide(doc: dict[str, Any]) -> None:
+    for stage in doc["backbone"]["stages"]:
+        for block in stage:
+            block["out_channels"] = 4096  # each within the per-layer bound; the whole detector is not
+
+
 BAD_ARCHS: dict[str, tuple[str, str]] = {  # name: (file text, expected message)
     "truncated": (json.dumps(PRESET)[:300], "arch.json: invalid JSON"),
     "version": (arch(_set("version", 99)), "version"),
@@ -90,6 +96,18 @@ BAD_ARCHS: dict[str, tuple[str, str]] = {  # name: (file text, expected message)
     "min-size-0": (arch(_set("detector.min_size", 0)), "detector.min_size"),
     "5000-digits": (json.dumps(PRESET).replace('"version": 1', '"version": ' + "1" * 5000), "arch.json: invalid JSON"),
     "nested-100k": ("[" * 100_000 + "]" * 100_000, "arch.json: JSON nested deeper than"),
+    # upper bounds (issue 23): hitdet info refuses what train would refuse
+    "channels-1e9": (arch(_set("backbone.stages.0.0.out_channels", 10**9)),
+                     "backbone.stages[0][0].out_channels: must be at most 4096, got 1000000000"),
+    "roi-size-1e6": (arch(_set("head.roi_size", 10**6)), "head.roi_size: must be at most 64, got 1000000"),
+    "neck-channels-5000": (arch(_set("neck.channels", 5000)), "neck.channels: must be at most 4096"),
+    "fc-channels-1e5": (arch(_set("head.fc_channels", 10**5)), "head.fc_channels: must be at most 4096"),
+    "stage-100-blocks": (arch(_set("backbone.stages.0", [PRESET["backbone"]["stages"][0][1]] * 100)),
+                         "backbone.stages[0]: must be at most 64 blocks"),
+    "min-size-1e5": (arch(_set("detector.min_size", 10**5)), "detector.min_size: must be at most 4096 pixels"),
+    "proposals-1e9": (arch(_set("detector.rpn_post_nms_top_n_test", 10**9)),
+                      "detector.rpn_post_nms_top_n_test: must be at most 100000"),
+    "params-4096-wide": (arch(_wide), "G parameters, more than the 1 G"),
 }
 
 SUBSPACES_OK = {"format": "hitdet-subspaces", "version": 1,
@@ -134,7 +152,10 @@ CASES: list[tuple[str, list[str], dict[str, str], str]] = [
       for name, (text, msg) in BAD_ARCHS.items()],
     *[(f"train-arch-{name}", ["train", "{tmp}/arch.json", "--data", "{data}", "--out", "{out}", *TINY_TRAIN],
        {"arch.json": text}, msg)
-      for name, (text, msg) in BAD_ARCHS.items() if name in ("truncated", "unknown-op", "grouped-channels")],
+      for name, (text, msg) in BAD_ARCHS.items()
+      if name in ("truncated", "unknown-op", "grouped-channels", "channels-1e9", "roi-size-1e6", "params-4096-wide")],
+    ("train-width-past-bounds", ["train", "hit-detector", "--data", "{data}", "--out", "{out}", *TINY_TRAIN,
+                                 "--width", "3"], {}, "backbone.tail[1].out_channels: must be at most 4096"),
     # -- sub-spaces JSON, through hitdet search --sub-spaces
     ("subspaces-malformed", ["search", "--data", "{data}", "--out", "{out}", "--sub-spaces", "{tmp}/subs.json",
                              *TINY_SEARCH], {"subs.json": '{"format": "hitdet-sub'}, "subs.json: invalid JSON"),

@@ -98,7 +98,11 @@ def prepare_architecture(arch: Architecture, categories: list[dict[str, Any]], c
         raise UserError(f"config: detector.num_classes: the data has {len(categories)} classes + background, "
                         f"got {settings.num_classes}")
     metadata.update(categories=categories, trained_half_depth=config.half_depth)
-    return dataclasses.replace(arch, structure=structure, settings=settings, metadata=metadata)
+    arch = dataclasses.replace(arch, structure=structure, settings=settings, metadata=metadata)
+    from hitdet.architecture import check_bounds
+
+    check_bounds(arch, f"{arch.name or 'architecture'} as trained (--width and the config's detector settings)")
+    return arch
 
 
 def half_depth_architecture(arch: Architecture) -> Architecture:
