@@ -80,9 +80,26 @@ class _Stop(BaseException):
         self.signum = signum
 
 
+# The environment variables that give a process's rank: Lightning's launcher (LOCAL_RANK, and NODE_RANK on
+# every node but the first), torchrun (RANK, GROUP_RANK = the node's), SLURM's srun (SLURM_PROCID).
+RANK_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "RANK", "GROUP_RANK", "SLURM_PROCID")
+
+
+def _rank_from(name: str) -> int:
+    try:
+        return int(os.environ.get(name, "0") or 0)
+    except ValueError:
+        return 0
+
+
 def is_launched_child() -> bool:
-    """True in the processes Lightning's DDP launcher starts (they re-run the command; rank 0 writes)."""
-    return int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 or int(os.environ.get("NODE_RANK", "0") or 0) > 0
+    """True in every DDP process but the first of the first node (they re-run the command; rank 0 writes).
+
+    On one node Lightning's launcher starts the others with ``LOCAL_RANK`` > 0; on several nodes every
+    process of the other nodes has ``NODE_RANK`` (Lightning's variables), ``GROUP_RANK``/``RANK``
+    (torchrun) or ``SLURM_PROCID`` (srun) above 0.
+    """
+    return any(_rank_from(name) > 0 for name in RANK_VARIABLES)
 
 
 # ---------------------------------------------------------------- validation (nothing written)
@@ -277,22 +294,28 @@ def quiet_lightning() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def check_devices(accelerator: str, devices: int | str, strategy: str, precision: str = "32-true") -> None:
-    """Resolve Lightning's accelerator/strategy/devices now, so a bad one fails before anything is written.
+def check_devices(accelerator: str, devices: int | str, strategy: str, precision: str = "32-true",
+                  num_nodes: int = 1) -> None:
+    """Resolve Lightning's accelerator/strategy/devices/nodes now, so a bad one fails before anything is written.
 
-    An unknown accelerator or strategy, ``gpu`` with no GPU, more devices than there are: exit 2, one line.
+    An unknown accelerator or strategy, ``gpu`` with no GPU, more devices than there are, several nodes
+    without a distributed strategy: exit 2, one line.
     """
     import pytorch_lightning as pl
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     try:
         with quiet_lightning():
-            pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, precision=precision, logger=False,
-                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+            trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, precision=precision,
+                                 num_nodes=num_nodes, logger=False, enable_checkpointing=False,
+                                 enable_progress_bar=False, enable_model_summary=False)
     except (MisconfigurationException, ValueError, TypeError, RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"--accelerator {accelerator} --strategy {strategy} --devices {devices} "
+        nodes = f" --num-nodes {num_nodes}" if num_nodes != 1 else ""
+        raise UserError(f"--accelerator {accelerator} --strategy {strategy} --devices {devices}{nodes} "
                         f"--precision {precision}: {first}") from None
+    if num_nodes > 1 and getattr(trainer.strategy, "num_nodes", 1) != num_nodes:
+        raise UserError(f"--num-nodes {num_nodes}: strategy {strategy!r} runs on one node; use --strategy ddp")
 
 
 # ---------------------------------------------------------------- the lock, and preparing the folder
@@ -543,6 +566,7 @@ def build_trainer(
     strategy: str,
     callbacks: list[Any],
     progress: bool,
+    num_nodes: int = 1,
     trainer_class: Any = None,
     log_every: int | None = None,
     **kwargs: Any,
@@ -569,7 +593,7 @@ def build_trainer(
         callbacks.append(RunLog(out / LOG_FILE, every=log_every, echo=not progress))
     with quiet_lightning():
         return (trainer_class or pl.Trainer)(
-            accelerator=accelerator, devices=devices, strategy=strategy, callbacks=callbacks,
+            accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes, callbacks=callbacks,
             enable_progress_bar=progress, plugins=[atomic_checkpoint_io()], **kwargs,
         )
 
@@ -678,7 +702,7 @@ class Run:
             the whole folder.
         staged: the command writes its folder under a temporary name and renames it over ``out`` at the
             end (predict, data synth): ``--force`` clears nothing first, an old ``out`` stays until then.
-        accelerator, devices, strategy, precision: Lightning's, checked now and used by :meth:`trainer`
+        accelerator, devices, strategy, precision, num_nodes: Lightning's, checked now and used by :meth:`trainer`
             (no device check when ``accelerator`` is None: commands that build no Trainer).
         command: the command writing the folder (``"train"``, ``"eval"``...): recorded in run.json, and
             ``--force`` replaces only a folder whose run.json names the same command (or an empty one).
@@ -706,6 +730,7 @@ class Run:
         devices: int | str = 1,
         strategy: str = "auto",
         precision: str = "32-true",
+        num_nodes: int = 1,
         command: str | None = None,
         inputs: dict[str, Any] | None = None,
         subfolder: str | None = None,
@@ -717,7 +742,7 @@ class Run:
         self.resume, self.force, self.config, self.staged = resume, force, config, staged
         self.command, self.inputs = command, dict(inputs or {})
         self.own = tuple(own) if own is not None else None
-        self.devices = {"accelerator": accelerator, "devices": devices, "strategy": strategy}
+        self.devices = {"accelerator": accelerator, "devices": devices, "strategy": strategy, "num_nodes": num_nodes}
         self.precision = precision
         check_out(self.out, resume=resume, force=force, resumable=config is not None, command=command,
                   replace_own=replace_own)
@@ -733,7 +758,7 @@ class Run:
             if not self.child:  # readable and weights-only now, before anything is written
                 self._resume_state = read_checkpoint(self.last_checkpoint)["state_dict"]
         if accelerator is not None:
-            check_devices(accelerator, devices, strategy, precision)
+            check_devices(accelerator, devices, strategy, precision, num_nodes)
         self._lock = RunLock(self.out)
 
     def check_checkpoint(self, module: Any, what: str = "architecture.json") -> None:

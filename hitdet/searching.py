@@ -304,6 +304,7 @@ def run_search(
     accelerator: str = "cpu",
     devices: int | str = 1,
     strategy: str = "auto",
+    num_nodes: int = 1,
     progress: bool = True,
     callbacks: list[Any] | None = None,
     inputs: dict[str, Any] | None = None,
@@ -321,7 +322,8 @@ def run_search(
         data_dir: a COCO-layout dataset folder; default the run's own on ``resume``, else the built-in set.
         resume, force: continue the run in ``out`` / replace it.
         backbone_weights: a pretrained supernet backbone (``hitdet pretrain --space``).
-        accelerator, devices, strategy: Lightning's (``ddp`` becomes ``ddp_find_unused_parameters_true``).
+        accelerator, devices, strategy, num_nodes: Lightning's (``ddp``, and ``auto`` on several nodes, becomes
+            ``ddp_find_unused_parameters_true``).
         progress: show Lightning's progress bar.
         callbacks: extra Lightning callbacks (after the checkpointing one), e.g. to watch α.
         inputs: further files the caller read, by flag (``{"--config": path}``): ``out`` may not overlap them.
@@ -340,12 +342,15 @@ def run_search(
     from search_spaces.detectors import DetectorSettings
     from search_spaces.structure import STRUCTURES
 
+    if strategy == "auto" and num_nodes > 1:
+        strategy = "ddp"
     if strategy == "ddp":
         strategy = "ddp_find_unused_parameters_true"  # a supernet step leaves unchosen candidates without gradients
     run = Run(out, resume=resume, force=force, config=cfg.to_dict(), may_change=RESUME_MAY_CHANGE,
-              accelerator=accelerator, devices=devices, strategy=strategy, precision=cfg.train.precision,
-              command=mode, inputs={"--data": data_dir, "--backbone-weights": backbone_weights,
-                                    "--sub-spaces": cfg.sub_spaces if mode == "search" else None, **(inputs or {})})
+              accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
+              precision=cfg.train.precision, command=mode,
+              inputs={"--data": data_dir, "--backbone-weights": backbone_weights,
+                      "--sub-spaces": cfg.sub_spaces if mode == "search" else None, **(inputs or {})})
     sub_spaces = resolve_sub_spaces(cfg.sub_spaces) if mode == "search" else None
     settings_obj = dataclasses.replace(cfg.strategy, mode=mode)
     data_dir = dataset_folder(data_dir, run.recorded_data())

@@ -1,7 +1,9 @@
 """A 2-process (gloo) ``hitdet`` screen or search that reports what every rank saw and did.
 
 Run by tests/test_ddp_search.py as a script, because Lightning's DDP launcher starts the other
-rank by re-running this very command. Each rank writes ``TRACE/rank{r}.pt``:
+rank by re-running this very command. With ``PROBE_NUM_NODES=2 PROBE_DEVICES=1`` it is one of two
+"nodes" of one process each: the test starts it twice, with ``NODE_RANK`` 0 and 1 and the same
+``MASTER_ADDR``/``MASTER_PORT`` (Lightning's cluster environment), as two machines would. Each rank writes ``TRACE/rank{r}.pt``:
 
 - ``alpha``: after every training step, the α of every searched position, the removed-op
   masks (screening changes them at epoch ends) and the image ids of the step's two batches;
@@ -114,13 +116,16 @@ def main() -> None:
 
     trace_cb = AlphaTrace()
     cfg = load_search_config(mode, out / "config.yaml" if resume else "synth-cpu", overrides)
-    run_search(mode, out, cfg, None if resume else data, resume=resume, accelerator="cpu", devices=2,
-               strategy="ddp", progress=False, callbacks=[trace_cb])
+    # PROBE_NUM_NODES/PROBE_DEVICES: several "nodes" on this machine, each started by the test with NODE_RANK
+    nodes, devices = int(os.environ.get("PROBE_NUM_NODES", "1")), int(os.environ.get("PROBE_DEVICES", "2"))
+    run_search(mode, out, cfg, None if resume else data, resume=resume, accelerator="cpu", devices=devices,
+               num_nodes=nodes, strategy="ddp", progress=False, callbacks=[trace_cb])
     result = export_result(trace_cb.module)
     kept = {c: list(ops) for c, ops in result.sub_spaces.kept.items()} if result.sub_spaces is not None else None
     trace.mkdir(parents=True, exist_ok=True)
     torch.save({"alpha": trace_cb.steps, "epochs": trace_cb.epochs, "sample": result.sample, "kept": kept,
-                "writes": list(writes), "world_size": trace_cb.module.trainer.world_size},
+                "writes": list(writes), "world_size": trace_cb.module.trainer.world_size,
+                "num_nodes": trace_cb.module.trainer.num_nodes, "node_rank": trace_cb.module.trainer.node_rank},
                trace / f"rank{trace_cb.rank}.pt")
 
 

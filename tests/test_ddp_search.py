@@ -1,5 +1,6 @@
 """Several processes: a 2-process gloo screen and search keep α identical on every rank at every step,
-and a screen frees the removed ops' weights on every rank.
+and a screen frees the removed ops' weights on every rank; a screen over 2 nodes of 1 process each
+(two processes started separately, as on two machines) does the same.
 
 tests/ddp_search_probe.py runs the search exactly as ``hitdet screen/search --strategy ddp
 --devices 2`` does (``run_search``) and saves, per rank, α after every step, the batches seen,
@@ -113,6 +114,52 @@ def test_ddp_screen_same_alpha_and_removals_on_every_rank(data: Path, tmp_path: 
             assert e["alive"] == e["active"], f"epoch {e['epoch']}: removed ops still alive " + str(
                 sorted(set(e["alive"]) - set(e["active"]))[:4])
     assert all(len(ops) == 2 for ops in ranks[0]["kept"].values())
+    saved = json.loads((out / "subspaces.json").read_text())["components"]
+    assert {c: v["ops"] for c, v in saved.items()} == ranks[0]["kept"]
+    check_only_rank0_writes(out, ranks, ["subspaces.json", "sample.json", "metadata.json"])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_node_screen_same_alpha_and_removals_on_every_node(data: Path, tmp_path: Path) -> None:
+    """2 nodes x 1 process, started as two machines would start them: the same command on each with
+    Lightning's MASTER_ADDR/MASTER_PORT and its own NODE_RANK (gloo over localhost)."""
+    out, home, trace = tmp_path / "run", tmp_path / "home", tmp_path / "trace"
+    home.mkdir()
+    port = free_port()
+    settings = [*COMMON, "--set=strategy.num_ops=2", "--set=ops=[sep_k3, skip, conv_k1, conv_k3]",
+                "--set=strategy.mixed_op=recompute"]
+    procs = []
+    for node in (0, 1):
+        env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "GROUP_RANK")}
+        env |= {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HOME": str(home),
+                "NNI_EXPERIMENT_DIR": str(home / f"nni-experiments{node}"), "PROBE_NUM_NODES": "2",
+                "PROBE_DEVICES": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": str(node)}
+        procs.append(subprocess.Popen([sys.executable, str(PROBE), "screen", str(data), str(out), str(trace),
+                                       *settings], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    try:
+        results = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for node, (p, (stdout, stderr)) in enumerate(zip(procs, results, strict=True)):
+        assert p.returncode == 0, f"node {node}: {stdout[-2000:]}\n{stderr[-4000:]}"
+    ranks = [torch.load(trace / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert [(r["world_size"], r["num_nodes"], r["node_rank"]) for r in ranks] == [(2, 2, 0), (2, 2, 1)]
+    check_same_alpha_every_step(ranks)
+    last = ranks[0]["alpha"][-1]["active"]
+    assert any(int(m.sum()) < 4 for m in last.values())  # the screen removed ops ...
+    assert ranks[0]["kept"] == ranks[1]["kept"]  # ... the same ones on both nodes
+    for e0, e1 in zip(ranks[0]["epochs"], ranks[1]["epochs"], strict=True):
+        assert torch.equal(e0["weights"], e1["weights"]), f"epoch {e0['epoch']}: weights differ between nodes"
     saved = json.loads((out / "subspaces.json").read_text())["components"]
     assert {c: v["ops"] for c, v in saved.items()} == ranks[0]["kept"]
     check_only_rank0_writes(out, ranks, ["subspaces.json", "sample.json", "metadata.json"])

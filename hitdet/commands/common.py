@@ -28,8 +28,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace the run in a non-empty OUT")
     p.add_argument("--accelerator", default="auto",
                    help="Lightning accelerator: auto (default: a GPU if there is one), cpu, gpu")
-    p.add_argument("--devices", default="1", help="number of devices (default 1); >1 with --strategy ddp")
-    p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
+    p.add_argument("--devices", default="1", help="devices per node (default 1); >1 with --strategy ddp")
+    p.add_argument("--num-nodes", type=parse_num_nodes, default=1, metavar="N",
+                   help="machines the run spans (default 1); start the same command on each, with Lightning's "
+                   "MASTER_ADDR, MASTER_PORT and NODE_RANK set (or under torchrun/srun; docs/scaling.md)")
+    p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto; ddp on several "
+                   "nodes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (stderr): the run log's lines "
                    "(OUT/log.txt) go to stderr instead")
     p.add_argument("--precision", choices=PRECISIONS, help="Lightning precision (default 32-true; bf16-mixed or "
@@ -56,6 +60,17 @@ def run_flags(args: argparse.Namespace, section: str = "") -> dict[str, tuple[st
     """
     return {"--precision": (f"{section}precision", args.precision),
             "--num-workers": (f"{section}num_workers", args.num_workers)}
+
+
+def parse_num_nodes(text: str) -> int:
+    """``--num-nodes``: a positive count (argparse's type: a bad one is a usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of nodes, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def parse_devices(text: str) -> int | str:

@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         accelerator=args.accelerator,
         devices=parse_devices(args.devices),
         strategy=args.strategy,
+        num_nodes=args.num_nodes,
         resume=args.resume,
         force=args.force,
         init_weights=args.init_weights,

@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     summary = run_search(
         args.mode, args.out, cfg, args.data, resume=args.resume, force=args.force,
         backbone_weights=args.backbone_weights, accelerator=args.accelerator, devices=parse_devices(args.devices),
-        strategy=args.strategy, progress=not args.no_progress, inputs={"--config": args.config},
+        strategy=args.strategy, num_nodes=args.num_nodes, progress=not args.no_progress,
+        inputs={"--config": args.config},
     )
     if not summary:
         return 0

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     summary = train(arch, out, cfg, data_dir=args.data, resume=args.resume, force=args.force,
                     accelerator=args.accelerator, devices=parse_devices(args.devices), strategy=args.strategy,
-                    progress=not args.no_progress, backbone_weights=args.backbone_weights,
+                    num_nodes=args.num_nodes, progress=not args.no_progress, backbone_weights=args.backbone_weights,
                     inputs={"ARCH": None if args.resume else args.arch, "--config": args.config})
     if summary:
         best, last = summary.get("best"), summary.get("last")

@@ -57,6 +57,7 @@ def run_pretraining(
     accelerator: str = "cpu",
     devices: int | str = 1,
     strategy: str = "auto",
+    num_nodes: int = 1,
     resume: bool = False,
     force: bool = False,
     init_weights: str | os.PathLike[str] | None = None,
@@ -75,7 +76,7 @@ def run_pretraining(
         data_dir: a classification folder in ImageFolder layout (``train/CLASS/*``, ``val/CLASS/*``).
         out_dir: the run folder.
         config: the pretraining config (:func:`hitdet.pretrain.config.load_config`).
-        accelerator, devices, strategy: Lightning's.
+        accelerator, devices, strategy, num_nodes: Lightning's (several nodes: ``auto`` becomes ``ddp``).
         resume, force: continue the run in ``out_dir`` / replace it.
         init_weights: a backbone weights file to start from.
         progress: show Lightning's progress bar.
@@ -88,9 +89,11 @@ def run_pretraining(
 
     from hitdet.pretrain.module import ClassificationModule
 
+    if strategy == "auto" and num_nodes > 1:
+        strategy = "ddp"
     run = Run(out_dir, resume=resume, force=force, config=config.to_dict(), may_change=RESUME_MAY_CHANGE,
               recovery=RECOVERY_KEYS, own=_OWN, accelerator=accelerator, devices=devices, strategy=strategy,
-              precision=config.precision, command="pretrain",
+              num_nodes=num_nodes, precision=config.precision, command="pretrain",
               inputs={"--data": data_dir, "--init-weights": init_weights, **(inputs or {})})
     if resume:
         check_same_target(run.out, target)

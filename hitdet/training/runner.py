@@ -147,6 +147,7 @@ def train(
     accelerator: str = "cpu",
     devices: int | str = 1,
     strategy: str = "auto",
+    num_nodes: int = 1,
     progress: bool = True,
     backbone_weights: str | os.PathLike[str] | None = None,
     callbacks: list[Any] | None = None,
@@ -164,7 +165,7 @@ def train(
         config: the training config (:func:`hitdet.training.config.load_config`).
         data_dir: a COCO-layout dataset folder; default the run's own on ``resume``, else the built-in set.
         resume, force: continue the run in ``out`` / replace it.
-        accelerator, devices, strategy: Lightning's.
+        accelerator, devices, strategy, num_nodes: Lightning's (several nodes: ``auto`` becomes ``ddp``).
         progress: show Lightning's progress bar.
         backbone_weights: a pretrained backbone (``hitdet pretrain``) to start from.
         callbacks: extra Lightning callbacks (after hitdet's own).
@@ -179,9 +180,11 @@ def train(
 
     from hitdet.builder import build_detector
 
+    if strategy == "auto" and num_nodes > 1:
+        strategy = "ddp"
     run = Run(out, resume=resume, force=force, config=config.to_dict(), may_change=RESUME_MAY_CHANGE,
               recovery=RECOVERY_KEYS, accelerator=accelerator, devices=devices, strategy=strategy,
-              precision=config.precision, command="train",
+              num_nodes=num_nodes, precision=config.precision, command="train",
               inputs={"--data": data_dir, "--backbone-weights": backbone_weights, **(inputs or {})})
     data_dir = dataset_folder(data_dir, run.recorded_data())
     run.add_inputs(**{"--data": data_dir})
