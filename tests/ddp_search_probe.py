@@ -3,7 +3,8 @@
 Run by tests/test_ddp_search.py as a script, because Lightning's DDP launcher starts the other
 rank by re-running this very command. With ``PROBE_NUM_NODES=2 PROBE_DEVICES=1`` it is one of two
 "nodes" of one process each: the test starts it twice, with ``NODE_RANK`` 0 and 1 and the same
-``MASTER_ADDR``/``MASTER_PORT`` (Lightning's cluster environment), as two machines would. Each rank writes ``TRACE/rank{r}.pt``:
+``MASTER_ADDR``/``MASTER_PORT`` (Lightning's cluster environment), as two machines would.
+Each rank writes ``TRACE/rank{r}.pt``:
 
 - ``alpha``: after every training step, the α of every searched position, the removed-op
   masks (screening changes them at epoch ends) and the image ids of the step's two batches;
