@@ -11,6 +11,7 @@ anything else is an internal error: traceback and exit code 1.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -79,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"hitdet {command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk (or quota, a read-only mount) in a write no command wrapped: one line
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"hitdet {command}: error: {where}cannot write: {exc.strerror}", file=sys.stderr)
+        return 2
     return int(code or 0)
 
 

@@ -13,6 +13,7 @@ more pixels than :data:`MAX_IMAGE_PIXELS` or PIL's own bomb limit (a decompressi
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -137,11 +138,58 @@ def write_yaml_atomic(path: str | os.PathLike[str], data: Any) -> Path:
     return write_text_atomic(path, yaml.dump(data, Dumper=NoAliases, sort_keys=False))
 
 
+class _Recorded:
+    """A file whose first failed write is kept: ``torch.save``'s zip writer turns it into its own RuntimeError."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int | None:
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
+
+
+def _low_space(folder: Path, need: int = 1 << 20) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail * st.f_frsize < need
+
+
 def save_torch_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically (weights files, Lightning checkpoints)."""
+    """``torch.save(obj)`` to ``path`` atomically (weights files, Lightning checkpoints).
+
+    A full disk is one line like every other write here: torch's zip writer reports a failed or short
+    write as ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``, which becomes the
+    OSError underneath it (ENOSPC when the folder has no space left).
+    """
     import torch
 
-    return write_atomic(path, lambda f: torch.save(obj, f))
+    path = Path(path)
+
+    def save(f: IO[bytes]) -> None:
+        recorded = _Recorded(f)
+        try:
+            torch.save(obj, recorded)  # type: ignore[arg-type]
+        except RuntimeError as exc:
+            if recorded.error is not None:
+                raise recorded.error from None
+            text = str(exc)
+            if not any(s in text for s in ("unexpected pos", "PytorchStreamWriter", "inline_container")):
+                raise
+            if _low_space(path.parent):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
+            raise OSError(errno.EIO, f"write failed ({text.strip().splitlines()[0][:120]})") from None
+
+    return write_atomic(path, save)
 
 
 def check_creatable(path: str | os.PathLike[str]) -> None:

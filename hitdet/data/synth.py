@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import colorsys
 import contextlib
+import errno
+import glob
 import os
 import shutil
 import tempfile
@@ -312,6 +314,9 @@ def check_output_dir(out: Path, force: bool) -> None:
     check_out(Path(out), resume=False, force=force, resumable=False)
 
 
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO)
+
+
 @contextlib.contextmanager
 def staged_output_dir(out: Path) -> Iterator[Path]:
     """Yield a temporary sibling folder of ``out`` and rename it to ``out`` when the block succeeds.
@@ -320,8 +325,13 @@ def staged_output_dir(out: Path) -> Iterator[Path]:
     temporary one is removed on error). An existing ``out`` is replaced only on success; call
     :func:`check_output_dir` first.
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(out)
+        # the PID in the name lets a later run tell a killed run's leftover from a live run's folder
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent))
+    except OSError as exc:
+        raise UserError(f"{out.parent}: cannot write: {exc.strerror or exc}") from None
     try:
         yield tmp
         umask = os.umask(0)
@@ -330,9 +340,41 @@ def staged_output_dir(out: Path) -> Iterator[Path]:
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
+    except OSError as exc:  # a full disk half-way: one line, and nothing left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno not in DISK_ERRORS:
+            raise
+        name = f" {exc.filename}" if exc.filename else ""
+        raise UserError(f"{out}: cannot write{name}: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_stale_staging(out: Path) -> list[Path]:
+    """Remove the ``.OUT.PID.*.tmp`` folders next to ``out`` that a killed run left (its PID is gone).
+
+    A run killed with SIGKILL cannot clean up after itself; the next run into the same ``out`` does.
+    A folder whose process still runs (another run writing the same place) is left alone.
+    """
+    removed = []
+    for p in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
+        pid = p.name[len(out.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit() or not p.is_dir() or p.is_symlink() or _alive(int(pid)):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def write_synthetic(out: str | os.PathLike[str], spec: SynthSpec | None = None, force: bool = False) -> Path:

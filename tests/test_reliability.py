@@ -1,0 +1,110 @@
+"""Issue 23's remaining reliability cases: a full disk in the middle of a torch save or a dataset, a killed
+``data synth``'s leftovers (full disk: tests/test_runs.py covers the first write failing)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from hitdet import io as hio
+from hitdet.cli import main
+from hitdet.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fail_after(monkeypatch: pytest.MonkeyPatch, folder: Path, writes: int) -> None:
+    """Files opened for writing in ``folder`` take ``writes`` writes, then the disk is full (ENOSPC)."""
+    real_open = open
+
+    class Filling:
+        def __init__(self, f: Any) -> None:
+            self.f, self.left = f, writes
+
+        def write(self, data: Any) -> Any:
+            self.left -= 1
+            if self.left < 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.f.write(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.f, name)
+
+        def __enter__(self) -> Filling:
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            self.f.close()
+
+    monkeypatch.setattr("builtins.open", lambda p, mode="r", *a, **k: (
+        Filling(real_open(p, mode, *a, **k)) if "w" in mode and Path(p).parent == folder
+        else real_open(p, mode, *a, **k)))
+
+
+@pytest.mark.parametrize("kind", ["torch", "checkpoint"])
+def test_disk_full_in_the_middle_of_a_torch_save_is_one_line(kind: str, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's zip writer turns a failed write after the first into "RuntimeError: [enforce fail at
+    inline_container.cc] unexpected pos"; hitdet reports the disk instead, and keeps the old file."""
+    target = tmp_path / "w.pt"
+    hio.save_torch_atomic(target, {"w": torch.zeros(3)})
+    _fail_after(monkeypatch, tmp_path, 3)
+    big = {"w": torch.ones(100_000), "v": torch.ones(100_000)}
+    with pytest.raises(UserError) as err:
+        if kind == "torch":
+            hio.save_torch_atomic(target, big)
+        else:
+            hio.atomic_checkpoint_io().save_checkpoint(big, target)
+    assert str(err.value) == f"{tmp_path}: cannot write w.pt: {os.strerror(errno.ENOSPC)}"
+    monkeypatch.undo()
+    assert torch.equal(torch.load(target)["w"], torch.zeros(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["w.pt"]
+
+
+def test_disk_full_in_data_synth_is_one_line_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    from PIL import Image
+
+    real_save = Image.Image.save
+    saved = []
+
+    def save(self: Any, fp: Any, *a: Any, **k: Any) -> Any:
+        saved.append(fp)
+        if len(saved) > 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(fp))
+        return real_save(self, fp, *a, **k)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    code = main(["data", "synth", "--out", str(tmp_path / "D"), "--train", "4", "--val", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"hitdet data synth: error: {tmp_path / 'D'}: cannot write ") and "No space left" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_data_synth_removes_a_killed_runs_leftovers(tmp_path: Path) -> None:
+    """SIGKILL a real ``data synth`` while it writes: the next run into the same --out removes the leftover."""
+    out = tmp_path / "D"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "hitdet", "data", "synth", "--out", str(out), "--train", "2000",
+                             "--val", "10"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not any((p / "train").is_dir() for p in tmp_path.glob(".D.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    left = list(tmp_path.glob(".D.*.tmp"))
+    assert len(left) == 1 and not out.exists()  # what SIGKILL leaves: no dataset, one half-written folder
+    live = tmp_path / f".D.{os.getpid()}.keep.tmp"  # a running process's folder is not touched
+    live.mkdir()
+    assert main(["data", "synth", "--out", str(out), "--train", "1", "--val", "1"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["D", live.name])
