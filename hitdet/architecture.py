@@ -20,7 +20,7 @@ from hitdet.io import parse_json, read_json, write_json_atomic
 from hitdet.io import write_text_atomic as write_text_atomic  # re-exported for benchmarks/search_vs_random.py
 from search_spaces.detectors import DetectorSettings
 from search_spaces.kinds import detector_kind, detector_types, neck_kind, neck_types
-from search_spaces.ops import OPS, op_cost
+from search_spaces.ops import OPS, op_cost, unknown_op
 from search_spaces.positions import detector_positions
 from search_spaces.structure import DEFAULT_NECK, DetectorStructure, FixedLayer, Slot
 
@@ -235,7 +235,7 @@ class _Reader:
     def op(self, value: Any, where: str) -> str:
         self.check(value, where, str)
         if value not in OPS:
-            raise self.fail(where, f"unknown op {value!r} (see the op pool: search_spaces.OPS)")
+            raise self.fail(where, f"{unknown_op(value)}; see the op pool: search_spaces.OPS")
         return value
 
     def ops(self, obj: dict, key: str, where: str, count: int | None = None) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import re
 import sys
 
 from hitdet.errors import UserError
@@ -38,7 +39,22 @@ COMMAND_MODULES = [
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own usage errors already exit 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {suggest_choice(message)}\n")
+
+
+def suggest_choice(message: str) -> str:
+    """argparse's "invalid choice: 'trian' (choose from ...)" with the closest choice named first (difflib)."""
+    from hitdet.config import suggest
+
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if not found:
+        return message
+    choices = re.findall(r"'([^']*)'", found.group(2))
+    near = suggest(found.group(1), choices)
+    if near is None:
+        return message
+    return (f"{message[: found.start()]}invalid choice: {found.group(1)!r} (did you mean {near!r}? "
+            f"choose from {found.group(2)})")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from pathlib import Path
 from hitdet.arch_cost import architecture_cost
 from hitdet.architecture import load_architecture
 from hitdet.errors import UserError
+from hitdet.io import read_json_or_none
 from hitdet.run_files import read_metrics, run_name
 
 
@@ -25,6 +26,8 @@ class RunSummary:
     ap50: float | None
     input_size: tuple[int, int]
     rois: int
+    dataset: str | None = None  # run.json's dataset: the folder it was trained on (None: not recorded)
+    dataset_sha256: str | None = None  # ... and the SHA-256 of its annotation files together
 
 
 def summarise(run: Path) -> RunSummary:
@@ -43,7 +46,15 @@ def summarise(run: Path) -> RunSummary:
     cost, size, rois = architecture_cost(arch)
     ap = best.get("AP") if best else None
     ap50 = best.get("AP50") if best else None
-    return RunSummary(run_name(run), cost["total"].params, cost["total"].macs, ap, ap50, size, rois)
+    record = read_json_or_none(run / "run.json")
+    dataset = record.get("dataset") if isinstance(record, dict) else None
+    path = sha = None
+    if isinstance(dataset, dict):
+        path, sha = dataset.get("path"), dataset.get("sha256")
+    elif isinstance(record, dict) and isinstance(record.get("data"), str):
+        path = record["data"]  # a run from before the dataset record: its folder only
+    return RunSummary(run_name(run), cost["total"].params, cost["total"].macs, ap, ap50, size, rois,
+                      path if isinstance(path, str) else None, sha if isinstance(sha, str) else None)
 
 
 def summarise_all(runs: list[Path]) -> list[RunSummary]:
@@ -54,6 +65,23 @@ def summarise_all(runs: list[Path]) -> list[RunSummary]:
         if names.count(row.name) > 1:
             row.name = f"{Path(run).resolve().parent.name}/{row.name}"
     return rows
+
+
+def dataset_warning(rows: list[RunSummary]) -> str | None:
+    """One line when the runs were trained on different datasets (annotation hashes differ; the folders,
+    for runs recorded before the hashes), else None. Runs that recorded nothing are not compared."""
+    groups: dict[str, list[str]] = {}
+    where: dict[str, str] = {}
+    hashed = all(r.dataset_sha256 for r in rows if r.dataset)
+    for r in rows:
+        key = r.dataset_sha256 if hashed else r.dataset
+        if key:
+            groups.setdefault(key, []).append(r.name)
+            where.setdefault(key, f"{r.dataset}" + (f" (annotations {r.dataset_sha256[:12]})" if hashed else ""))
+    if len(groups) < 2:
+        return None
+    parts = "; ".join(f"{', '.join(names)} on {where[key]}" for key, names in groups.items())
+    return f"warning: these runs were trained on different datasets, their AP is not comparable: {parts}"
 
 
 def format_table(rows: list[RunSummary]) -> str:

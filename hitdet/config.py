@@ -24,7 +24,9 @@ limit, like every JSON input (:mod:`hitdet.io`).
 from __future__ import annotations
 
 import collections.abc
+import copy
 import dataclasses
+import difflib
 import math
 import os
 import types
@@ -138,6 +140,112 @@ def config_keys(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name not in hidden}
 
 
+def config_aliases(cls: type) -> dict[str, str]:
+    """``{alias: key}`` of dataclass ``cls`` (its ``__config_aliases__``): dotted paths, the alias accepted as
+    another name of the key (``steps_per_epoch`` for ``train.steps_per_epoch``), never printed or recorded."""
+    return dict(getattr(cls, "__config_aliases__", {}))
+
+
+def _pop_path(data: dict[str, Any], path: str) -> tuple[bool, Any]:
+    *parents, last = path.split(".")
+    for part in parents:
+        data = data.get(part) if isinstance(data, dict) else None
+    if isinstance(data, dict) and last in data:
+        return True, data.pop(last)
+    return False, None
+
+
+def _get_path(data: Any, path: str) -> tuple[bool, Any]:
+    for part in path.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return False, None
+        data = data[part]
+    return True, data
+
+
+def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        if not isinstance(data.get(part), dict):
+            data[part] = {}
+        data = data[part]
+    data[last] = value
+
+
+def canonical(cls: type, updates: Any, source: str = "config") -> Any:
+    """``updates`` (one layer: a nested mapping) with each alias of ``cls`` moved to the key it names.
+
+    Within one layer an alias and its key may both appear when one of them is None (a run's config.yaml
+    from before the alias, say) or both agree; two different values are refused, naming both.
+    """
+    aliases = config_aliases(cls)
+    if not aliases or not isinstance(updates, dict):
+        return updates
+    out = copy.deepcopy(updates)
+    for alias, key in aliases.items():
+        found, value = _pop_path(out, alias)
+        if not found:
+            continue
+        has_key, current = _get_path(out, key)
+        if has_key and current is not None and value is not None and current != value:
+            raise UserError(f"{_where(source, alias)}: {alias} is another name of {key}, which this "
+                            f"{'--set' if source == '--set' else 'layer'} also sets ({current!r}); give one of them")
+        if value is not None or not has_key:
+            _set_path(out, key, value)
+    return out
+
+
+def without_aliases(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """A config dict (``to_dict``) without the alias paths of ``cls``: each setting once."""
+    out = copy.deepcopy(data)
+    for alias in config_aliases(cls):
+        _pop_path(out, alias)
+    return out
+
+
+def all_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key of dataclass ``cls``, sections' keys included (``train.epochs``); no aliases."""
+    keys = []
+    aliases = config_aliases(cls) if not prefix else {}
+    for name, tp in config_keys(cls).items():
+        keys.append(f"{prefix}{name}")
+        if _is_section(tp):
+            keys += all_keys(tp, f"{prefix}{name}.")
+    return [k for k in keys if k not in aliases]
+
+
+def suggest(word: str, choices: Iterable[str]) -> str | None:
+    """The closest of ``choices`` to ``word`` (difflib), or None when nothing is close."""
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""``."""
+    found = suggest(word, choices)
+    return f" (did you mean {found!r}?)" if found else ""
+
+
+def _suggest_key(root: type, path: str) -> str | None:
+    """The known dotted key an unknown ``path`` most likely meant: the same name in another section
+    (``epochs`` -> ``train.epochs``), else the closest spelling (``train.lrr`` -> ``train.lr``)."""
+    keys = all_keys(root)
+    aliases = config_aliases(root)
+    leaf = path.rsplit(".", 1)[-1]
+    same_leaf = [k for k in keys if k.rsplit(".", 1)[-1] == leaf and k != path]
+    if same_leaf:
+        return min(same_leaf, key=lambda k: k.count("."))
+    found = suggest(path, [*keys, *aliases])
+    if found in aliases:
+        return aliases[found]
+    if found is None:  # a misspelt name in the right section: compare the last parts
+        prefix = path.rsplit(".", 1)[0] + "." if "." in path else ""
+        near = suggest(leaf, [k.removeprefix(prefix) for k in keys if k.startswith(prefix) and "." not in
+                              k.removeprefix(prefix)])
+        found = f"{prefix}{near}" if near else None
+    return found
+
+
 class Values:
     """The values of one config being built, and which source set each dotted key last."""
 
@@ -147,8 +255,9 @@ class Values:
         self.origin: dict[str, str] = {}
 
     def update(self, updates: Any, source: str) -> None:
-        """Check ``updates`` (a mapping, nested for sections) against the dataclass and apply it."""
-        _apply(self.cls, self.data, updates, source, "", self.origin)
+        """Check ``updates`` (a mapping, nested for sections) against the dataclass and apply it (an alias
+        of a key sets that key: :func:`canonical`)."""
+        _apply(self.cls, self.data, canonical(self.cls, updates, source), source, "", self.origin, self.cls)
 
     def build(self) -> Any:
         """The dataclass, its ranges checked by its own ``__post_init__`` (errors name their source)."""
@@ -165,7 +274,8 @@ def _defaults(cls: type) -> dict[str, Any]:
     return out
 
 
-def _apply(cls: type, values: dict[str, Any], updates: Any, source: str, prefix: str, origin: dict[str, str]) -> None:
+def _apply(cls: type, values: dict[str, Any], updates: Any, source: str, prefix: str, origin: dict[str, str],
+           root: type | None = None) -> None:
     keys = config_keys(cls)
     if not isinstance(updates, dict):
         what = _where(source, prefix.rstrip(".")) if prefix else source
@@ -173,10 +283,14 @@ def _apply(cls: type, values: dict[str, Any], updates: Any, source: str, prefix:
     for key, value in updates.items():
         path = f"{prefix}{key}"
         if key not in keys:
-            raise UserError(f"{_where(source, path)}: unknown key (known: {', '.join(keys)})")
+            meant = _suggest_key(root or cls, path)
+            hint = f"did you mean {meant}? " if meant else ""
+            aliases = {a.removeprefix(prefix) for a in config_aliases(root or cls) if a.startswith(prefix)}
+            known = ", ".join(k for k in keys if k not in aliases)
+            raise UserError(f"{_where(source, path)}: unknown key ({hint}known: {known})")
         tp = keys[key]
         if _is_section(tp):
-            _apply(tp, values[key], value, source, f"{path}.", origin)
+            _apply(tp, values[key], value, source, f"{path}.", origin, root)
             continue
         value = coerce(value, tp, _where(source, path))
         check = getattr(cls, "__config_check__", None)

@@ -36,7 +36,7 @@ class DemoSettings:
             "train.batch_size=4",
             "train.half_depth=true",
             "strategy.arch_start_epoch=1",
-            "steps_per_epoch=6",
+            "train.steps_per_epoch=6",
         ]
     )
     search: list[str] = field(
@@ -44,7 +44,7 @@ class DemoSettings:
             "train.epochs=3",
             "train.batch_size=4",
             "strategy.arch_start_epoch=1",
-            "steps_per_epoch=8",
+            "train.steps_per_epoch=8",
         ]
     )
     # the searched architecture is retrained at the channels its JSON states; 12 epochs keep the demo near ten

@@ -104,7 +104,7 @@ def architecture_from_parameters(
     as are labels it has but the sample lacks, and ops outside the pool.
     """
     from search_spaces.hpo import sample_from_hpo
-    from search_spaces.ops import OPS
+    from search_spaces.ops import OPS, unknown_op
 
     sample = sample_from_hpo(parameters)
     structure = structure_for(cfg)
@@ -116,7 +116,7 @@ def architecture_from_parameters(
                         f"{' --half-depth' if cfg.half_depth else ''})")
     for label, op in sample.items():
         if op not in OPS:
-            raise UserError(f"parameters: {label}: unknown op {op!r} (see the op pool: search_spaces.OPS)")
+            raise UserError(f"parameters: {label}: {unknown_op(op)}; see the op pool: search_spaces.OPS")
     if not sample:
         raise UserError("parameters: no searched positions (labels like 'backbone/s1_b0') in the parameters")
     return Architecture.from_sample(sample, structure, name=name, metadata=metadata or {})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -440,13 +441,16 @@ def training_figure(run: Path, metrics: dict[str, Any]) -> Any:
 
 def plot_compare(runs: list[Path], out: str | os.PathLike[str], force: bool = False, dpi: int = DPI) -> Path:
     """AP (best validation epoch) against MACs (each run's own input size) for several train runs."""
-    from hitdet.compare import summarise_all
+    from hitdet.compare import dataset_warning, summarise_all
 
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {out}: expected a .png file")
     check_free([out], force)
     rows = summarise_all(runs)
+    warning = dataset_warning(rows)
+    if warning:
+        print(f"hitdet plot: {warning}", file=sys.stderr)
     fig = _figure(6.5, 4.6)
     ax = fig.add_subplot(1, 1, 1)
     shown = [r for r in rows if r.ap is not None]

@@ -481,13 +481,15 @@ def config_differences(saved: Any, given: Any, where: str = "") -> list[tuple[st
 
 
 def check_resume_config(
-    out: Path, given: dict[str, Any], *, may_change: Iterable[str] = (), recovery: Iterable[str] = ()
+    out: Path, given: dict[str, Any], *, may_change: Iterable[str] = (), recovery: Iterable[str] = (),
+    canonical: Any = None,
 ) -> list[tuple[str, Any, Any]]:
     """Refuse a ``--resume`` whose config differs from the run's config.yaml.
 
     ``may_change``: keys that may always differ (``epochs``, to extend a run). ``recovery``: keys that
     may differ only after the run diverged (run.json records it; exit 3), e.g. ``lr``. Returns the
-    recovery changes made (to record in run.json). Nothing is written here.
+    recovery changes made (to record in run.json). Nothing is written here. ``canonical``: how the saved
+    config reads today (an older run's config.yaml may use a key's alias: :func:`hitdet.config.canonical`).
     """
     import yaml
 
@@ -495,6 +497,8 @@ def check_resume_config(
     saved = read_config(out)
     if saved is None:
         return []  # a run from before config.yaml: nothing to compare
+    if canonical is not None:
+        saved = canonical(saved)
     given = yaml.safe_load(yaml.safe_dump(given))  # the same types as the saved file
     allowed = set(may_change)
     diverged = "diverged" in read_run(out)
@@ -706,6 +710,8 @@ class Run:
             (no device check when ``accelerator`` is None: commands that build no Trainer).
         command: the command writing the folder (``"train"``, ``"eval"``...): recorded in run.json, and
             ``--force`` replaces only a folder whose run.json names the same command (or an empty one).
+        canonical: how the run's saved config.yaml reads today, for the ``--resume`` comparison (an older
+            run's may use a key's alias; :func:`hitdet.config.canonical`).
         inputs: what the command reads, by the flag that names it (``{"--data": path, ...}``): an ``--out``
             that is, contains or lies inside one of them is refused (:func:`check_inputs`), and with
             ``--force`` one that is or contains the current directory. More may be added with
@@ -732,6 +738,7 @@ class Run:
         precision: str = "32-true",
         num_nodes: int = 1,
         command: str | None = None,
+        canonical: Any = None,
         inputs: dict[str, Any] | None = None,
         subfolder: str | None = None,
         replace_own: bool = False,
@@ -754,7 +761,8 @@ class Run:
         if resume:
             check_resume(self.out)
             if config is not None:
-                self.recoveries = check_resume_config(self.out, config, may_change=may_change, recovery=recovery)
+                self.recoveries = check_resume_config(self.out, config, may_change=may_change, recovery=recovery,
+                                                      canonical=canonical)
             if not self.child:  # readable and weights-only now, before anything is written
                 self._resume_state = read_checkpoint(self.last_checkpoint)["state_dict"]
         if accelerator is not None:

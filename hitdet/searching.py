@@ -26,10 +26,10 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hitdet.architecture import Architecture
-from hitdet.config import load
+from hitdet.config import canonical, load
 from hitdet.errors import UserError
 from hitdet.io import write_json_atomic
 from hitdet.training.config import TrainConfig
@@ -86,8 +86,8 @@ RECIPES["paper-cpu"] = {
     "strategy": {"arch_start_epoch": 1, "arch_travel": 4.4, "decision": None, "scoring": "epoch_mean",
                  "mixed_op": "full", "screen_keep": [], "skip_drop_prob": None, "arch_loss_weight": 1.0},
     "stages": {
-        "screen": {"train": {"width": 0.5, "epochs": 4, "batch_size": 4, "half_depth": True}, "steps_per_epoch": 6},
-        "search": {"train": {"epochs": 3, "batch_size": 4}, "steps_per_epoch": 8},
+        "screen": {"train": {"width": 0.5, "epochs": 4, "batch_size": 4, "half_depth": True, "steps_per_epoch": 6}},
+        "search": {"train": {"epochs": 3, "batch_size": 4, "steps_per_epoch": 8}},
     },
 }
 
@@ -97,7 +97,14 @@ class SearchConfig:
 
     ``train`` and ``strategy`` are sections (:mod:`hitdet.config`): the same ``TrainConfig`` as
     ``hitdet train``'s and the strategy's own ``SearchSettings``, each checking its own ranges.
+
+    One key per setting; two old names are accepted as aliases (``__config_aliases__``), never printed or
+    recorded: ``steps_per_epoch`` is ``train.steps_per_epoch``, ``strategy.target_macs`` is ``target_macs``
+    (the whole detector's MACs; the strategy's own budget of the searched positions is derived from it).
     """
+
+    __config_aliases__: ClassVar[dict[str, str]] = {
+        "steps_per_epoch": "train.steps_per_epoch", "strategy.target_macs": "target_macs"}
 
     detector: str = "faster_rcnn"  # a registered detector kind: "retinanet" is the one-stage variant (paper Table 6)
     structure: str = "released"  # the space's shape: "released" (the paper's) or "cpu" (small images, CPU runs)
@@ -108,7 +115,6 @@ class SearchConfig:
     input_size: list[int] | None = None  # (H, W) the FLOPs penalty prices ops at; default: training size
     target_macs: float | str | None = None  # search towards this many MACs of the whole detector (3.5G or 3.5e9)
     num_rois: int | None = None  # RoIs the head's MACs are priced at; default: the test-time proposals (as info)
-    steps_per_epoch: int | None = None  # cap on batches per epoch (Lightning's limit_train_batches)
 
     def __post_init__(self) -> None:
         """The ranges of the top-level keys (the sections check their own): ``ValueError("key: why")``."""
@@ -134,10 +140,8 @@ class SearchConfig:
                 self.target_macs = parse_macs(self.target_macs)
             except UserError as exc:
                 raise ValueError(str(exc)) from None
-        for key in ("num_rois", "steps_per_epoch"):
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                raise ValueError(f"{key}: expected a positive integer, got {value!r}")
+        if self.num_rois is not None and self.num_rois < 1:
+            raise ValueError(f"num_rois: expected a positive integer, got {self.num_rois!r}")
         if self.strategy.num_ops > len(OPS):  # the pool's size is the space's business, not the strategy's
             raise ValueError(f"strategy.num_ops: must be at most the {len(OPS)} ops of the pool, "
                              f"got {self.strategy.num_ops}")
@@ -147,7 +151,7 @@ class SearchConfig:
                              f"(known: {', '.join(COMPONENTS)})")
 
     def to_dict(self) -> dict[str, Any]:
-        hidden = SearchSettings.__config_hidden__
+        hidden = (*SearchSettings.__config_hidden__, "target_macs")  # the strategy's is derived from target_macs
         return {
             "detector": self.detector,
             "structure": self.structure,
@@ -159,7 +163,6 @@ class SearchConfig:
             "input_size": self.input_size,
             "target_macs": self.target_macs,
             "num_rois": self.num_rois,
-            "steps_per_epoch": self.steps_per_epoch,
         }
 
 
@@ -252,6 +255,14 @@ def fixed_macs(space: Any, structure: Any, settings: Any, detector_type: str) ->
     return float(total - sum(table[label][op] for label, op in sample.items()))
 
 
+def macs_range(space: Any, fixed: float) -> tuple[float, float]:
+    """MACs of the cheapest and the dearest detector of ``space``: ``fixed`` plus, at every searched position,
+    its cheapest (dearest) candidate (the space's own table, at the priced input size and RoI count)."""
+    table = space.candidate_macs()
+    return (fixed + float(sum(min(row.values()) for row in table.values())),
+            fixed + float(sum(max(row.values()) for row in table.values())))
+
+
 RESUME_MAY_CHANGE = ("train.epochs",)  # --resume --epochs N extends a run; nothing else may change
 
 
@@ -337,7 +348,7 @@ def run_search(
     with quiet_nni_import():
         import pytorch_lightning as pl
 
-    from hitdet.data import dataset_folder, load_datasets
+    from hitdet.data import dataset_folder, dataset_identity, load_datasets
     from hitdet.runs import Run
     from search_spaces.detectors import DetectorSettings
     from search_spaces.structure import STRUCTURES
@@ -347,8 +358,8 @@ def run_search(
     if strategy == "ddp":
         strategy = "ddp_find_unused_parameters_true"  # a supernet step leaves unchosen candidates without gradients
     run = Run(out, resume=resume, force=force, config=cfg.to_dict(), may_change=RESUME_MAY_CHANGE,
-              accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
-              precision=cfg.train.precision, command=mode,
+              canonical=lambda saved: canonical(SearchConfig, saved, "config.yaml"), accelerator=accelerator,
+              devices=devices, strategy=strategy, num_nodes=num_nodes, precision=cfg.train.precision, command=mode,
               inputs={"--data": data_dir, "--backbone-weights": backbone_weights,
                       "--sub-spaces": cfg.sub_spaces if mode == "search" else None, **(inputs or {})})
     sub_spaces = resolve_sub_spaces(cfg.sub_spaces) if mode == "search" else None
@@ -356,7 +367,7 @@ def run_search(
     data_dir = dataset_folder(data_dir, run.recorded_data())
     run.add_inputs(**{"--data": data_dir})
     train_cfg = cfg.train
-    train_ds, _ = load_datasets(data_dir, train_cfg.hflip_prob)
+    train_ds, val_ds = load_datasets(data_dir, train_cfg.hflip_prob)
 
     pl.seed_everything(train_cfg.seed, verbose=False)  # the supernet's initial weights, too
     structure = STRUCTURES[cfg.structure]
@@ -377,9 +388,15 @@ def run_search(
         if mode != "search":
             raise UserError("target_macs: a MACs budget applies to the search, not to screening")
         fixed = fixed_macs(space, structure, settings, cfg.detector)
-        if cfg.target_macs <= fixed:
-            raise UserError(f"target_macs: {cfg.target_macs / 1e9:.4g} G is not above the {fixed / 1e9:.4g} G MACs "
-                            f"that every detector of this space spends outside the searched positions")
+        floor, ceiling = macs_range(space, fixed)
+        g = lambda v: f"{v / 1e9:.4g} G"  # noqa: E731
+        if cfg.target_macs < floor:
+            raise UserError(f"target_macs: {g(cfg.target_macs)} is below the reachable floor: the cheapest detector "
+                            f"of these sub spaces spends {g(floor)} (the dearest {g(ceiling)}; {g(fixed)} of it "
+                            f"outside the searched positions)")
+        if cfg.target_macs > ceiling:
+            raise UserError(f"target_macs: {g(cfg.target_macs)} is above the reachable ceiling: the dearest detector "
+                            f"of these sub spaces spends {g(ceiling)} (the cheapest {g(floor)})")
         settings_obj = dataclasses.replace(settings_obj, target_macs=cfg.target_macs - fixed)
     report = None
     if backbone_weights is not None:
@@ -390,7 +407,7 @@ def run_search(
     with run:
         if report is not None:
             run.say(report.summary())
-        run.record(data=str(data_dir.resolve()), mode=mode)
+        run.record(data=str(data_dir.resolve()), mode=mode, dataset=dataset_identity(data_dir, (train_ds, val_ds)))
         trainer, strat = _run_experiment(run, cfg, space, settings_obj, sub_spaces, train_ds, progress=progress,
                                          callbacks=callbacks)
         if not trainer.is_global_zero:
@@ -425,7 +442,7 @@ def _run_experiment(
         trainer_class=Trainer,
         max_epochs=train_cfg.epochs,
         limit_val_batches=0,
-        limit_train_batches=cfg.steps_per_epoch or train_cfg.steps_per_epoch or 1.0,
+        limit_train_batches=train_cfg.steps_per_epoch or 1.0,
         log_every_n_steps=1,
         log_every=train_cfg.log_every_n_steps,
     )

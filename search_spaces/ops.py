@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,6 +19,7 @@ from torch import nn
 __all__ = [
     "OPS",
     "OP_NAMES",
+    "unknown_op",
     "OpSpec",
     "Cost",
     "build_op",
@@ -156,13 +158,21 @@ def _check_groups(spec: OpSpec, cin: int, cout: int) -> None:
         )
 
 
+def unknown_op(op: Any) -> str:
+    """``unknown op 'sep_k4' (did you mean 'sep_k3'?)``: the words every op-name check uses (difflib)."""
+    import difflib
+
+    near = difflib.get_close_matches(str(op), list(OP_NAMES), n=1, cutoff=0.6)
+    return f"unknown op {op!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+
+
 def _spec(op: str | OpSpec) -> OpSpec:
     if isinstance(op, OpSpec):
         return op
     try:
         return OPS[op]
     except KeyError:
-        raise ValueError(f"unknown op {op!r}; the pool has: {', '.join(OP_NAMES)}") from None
+        raise ValueError(f"{unknown_op(op)}; the pool has: {', '.join(OP_NAMES)}") from None
 
 
 def build_op(name: str | OpSpec, in_channels: int, out_channels: int, stride: int = 1) -> nn.Module:

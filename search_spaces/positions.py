@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from search_spaces.kinds import detector_kind, neck_kind
-from search_spaces.ops import OP_NAMES, OPS, op_cost, op_output_size
+from search_spaces.ops import OP_NAMES, OPS, op_cost, op_output_size, unknown_op
 from search_spaces.structure import DetectorStructure, backbone_label, head_label
 
 COMPONENTS: tuple[str, ...] = ("backbone", "neck", "head")  # the searched components (costs add the "rpn")
@@ -91,7 +91,7 @@ def check_op_list(ops: OpList, where: str) -> tuple[str, ...]:
         raise SpaceError(f"ops for {where}: the op list is empty")
     for op in ops:
         if op not in OPS:
-            raise SpaceError(f"ops for {where}: unknown op {op!r}; the pool has: {', '.join(OP_NAMES)}")
+            raise SpaceError(f"ops for {where}: {unknown_op(op)}; the pool has: {', '.join(OP_NAMES)}")
     dup = sorted({op for op in ops if ops.count(op) > 1})
     if dup:
         raise SpaceError(f"ops for {where}: duplicate op(s) {dup}")

@@ -489,7 +489,7 @@ NEW_CASES: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("search-lambda-negative", [*SEARCH, "--lambda", "-1"], {}, "--lambda: must be >= 0, got -1.0"),
     ("search-target-macs-text", [*SEARCH, "--target-macs", "fast"], {}, "expected a MACs count"),
     ("search-target-macs-negative", [*SEARCH, "--target-macs=-5G"], {}, "--target-macs: must be a positive MACs count"),
-    ("search-target-macs-tiny", [*SEARCH, "--target-macs", "1K"], {}, "is not above"),
+    ("search-target-macs-tiny", [*SEARCH, "--target-macs", "1K"], {}, "is below the reachable floor"),
     ("search-set-detector-type", [*SEARCH, "--set", "detector=yolo"], {}, "expected 'faster_rcnn' or 'retinanet'"),
     ("search-set-input-size", [*SEARCH, "--set", "input_size=[0, 0]"], {}, "input_size"),
     ("search-sub-spaces-missing", [*SEARCH, "--sub-spaces", "{tmp}/nope.json"], {}, "nope.json"),

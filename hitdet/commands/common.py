@@ -15,7 +15,7 @@ def add_config_options(p: argparse.ArgumentParser, *, out: str, config: str, exa
     ``out``/``config``: what the run folder holds and which recipes there are; ``example``: a ``--set``
     example; ``section``: where ``epochs`` lives in the config ("train." for screen/search).
     """
-    p.add_argument("--out", required=True, help=f"run folder ({out})")
+    p.add_argument("--out", help=f"run folder ({out}); required, except with --print-config")
     p.add_argument("--config", help=f"YAML config file or recipe name: {config}")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help=f"override a config key (repeatable), e.g. --set {example}")
@@ -43,6 +43,21 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (recipe, file, --set and flags, checked) as YAML and exit; "
                    "writes nothing")
+
+
+def config_source(args: argparse.Namespace) -> Any:
+    """The ``--config`` to load: the one given, else on ``--resume`` the run's own config.yaml.
+
+    ``--out`` is required, except for ``--print-config`` without ``--resume`` (which writes nothing).
+    """
+    from hitdet.runs import config_file
+
+    if args.out is None:
+        if args.print_config and not args.resume:
+            return args.config
+        raise UserError("the following arguments are required: --out" + (" (the run to resume)" if args.resume
+                                                                          else ""))
+    return config_file(args.out, args.config, args.resume)
 
 
 def print_config(config: dict[str, Any]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,9 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hitdet.compare import format_table, summarise_all
+    from hitdet.compare import dataset_warning, format_table, summarise_all
 
     rows = summarise_all([Path(r) for r in args.runs])
+    warning = dataset_warning(rows)
+    if warning:
+        print(f"hitdet compare: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps([asdict(r) for r in rows]))
     else:

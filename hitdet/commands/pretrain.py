@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from hitdet.commands.common import add_config_options, add_run_options, parse_devices, print_config, run_flags
+from hitdet.commands.common import (
+    add_config_options,
+    add_run_options,
+    config_source,
+    parse_devices,
+    print_config,
+    run_flags,
+)
 from hitdet.errors import UserError
 
 
@@ -59,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
     from hitdet.pretrain.config import load_config
     from hitdet.pretrain.model import architecture_target, parse_space_ops, supernet_target
     from hitdet.pretrain.runner import run_pretraining
-    from hitdet.runs import config_file
 
     if args.width <= 0:
         raise UserError(f"--width must be positive, got {args.width}")
@@ -76,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         target = supernet_target(ops, structure, half_depth=args.half_depth, width=args.width, source=source)
         recipe = "supernet"
     config = load_config(
-        config_file(args.out, args.config, args.resume),
+        config_source(args),
         args.overrides,
         flags=run_flags(args),
         recipe=recipe,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from hitdet.commands.common import add_config_options, add_run_options, parse_devices, print_config, run_flags
+from hitdet.commands.common import (
+    add_config_options,
+    add_run_options,
+    config_source,
+    parse_devices,
+    print_config,
+    run_flags,
+)
 from hitdet.errors import UserError
 
 
@@ -35,7 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hitdet.runs import config_file
     from hitdet.searching import load_search_config, run_search
 
     flags = {**run_flags(args, "train."), "--epochs": ("train.epochs", args.epochs)}
@@ -55,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         flags.update({"--sub-spaces": ("sub_spaces", args.sub_spaces or None),
                       "--lambda": ("strategy.penalty_lambda", args.lam),
                       "--target-macs": ("target_macs", args.target_macs)})
-    cfg = load_search_config(args.mode, config_file(args.out, args.config, args.resume), args.overrides, flags=flags)
+    cfg = load_search_config(args.mode, config_source(args), args.overrides, flags=flags)
     if args.print_config:
         return print_config(cfg.to_dict())
     summary = run_search(

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hitdet.commands.common import add_config_options, add_run_options, parse_devices, print_config, run_flags
+from hitdet.commands.common import (
+    add_config_options,
+    add_run_options,
+    config_source,
+    parse_devices,
+    print_config,
+    run_flags,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,10 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hitdet.architecture import load_architecture
     from hitdet.errors import UserError
-    from hitdet.runs import config_file
     from hitdet.training.config import load_config
 
-    out = Path(args.out)
+    source = config_source(args)  # --out is required unless --print-config
+    out = Path(args.out or ".")
     if args.resume:
         arch = load_architecture(out / "architecture.json") if (out / "architecture.json").is_file() else None
         if arch is None:
@@ -40,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         if args.arch is None:
             raise UserError("ARCH: give an architecture JSON or preset name (e.g. hit-detector)")
         arch = load_architecture(args.arch)
-    cfg = load_config(config_file(out, args.config, args.resume), args.overrides, flags=run_flags(args),
+    cfg = load_config(source, args.overrides, flags=run_flags(args),
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, width=args.width)
     if args.print_config:
         return print_config(cfg.to_dict())

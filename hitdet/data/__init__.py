@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hitdet.data.coco import CocoDetection, DataError, coco_from_dict, collate, load_rgb, read_annotations
-from hitdet.data.loaders import dataset_folder, load_datasets, make_eval_loader, make_train_loader
+from hitdet.data.loaders import dataset_folder, dataset_identity, load_datasets, make_eval_loader, make_train_loader
 from hitdet.data.sampler import AspectRatioBatchSampler, aspect_ratios, unwrap
 from hitdet.data.synth import CATEGORIES as SYNTH_CATEGORIES
 from hitdet.data.synth import SynthSpec, split_paths, write_synthetic
@@ -25,6 +25,7 @@ __all__ = [
     "coco_from_dict",
     "collate",
     "dataset_folder",
+    "dataset_identity",
     "default_data_dir",
     "ensure_synthetic",
     "load_datasets",

@@ -45,6 +45,26 @@ def load_datasets(
     return train_ds, val_ds
 
 
+def dataset_identity(data_dir: str | os.PathLike[str], datasets: Sequence[CocoDetection]) -> dict[str, object]:
+    """What a run records of its dataset (run.json's ``dataset``): the folder, and a SHA-256 of each annotation
+    file it read and of them together (``sha256``: the digests in file-name order), so that ``hitdet compare``
+    can tell runs on different data apart however the folder was moved or named."""
+    import hashlib
+
+    root = Path(data_dir).resolve()
+    files: dict[str, str] = {}
+    for ds in datasets:
+        path = Path(ds.ann_file).resolve()
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        name = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+        files[name] = digest.hexdigest()
+    whole = hashlib.sha256("".join(f"{name}\0{files[name]}\n" for name in sorted(files)).encode()).hexdigest()
+    return {"path": str(root), "annotations": files, "sha256": whole}
+
+
 def dataset_folder(data_dir: str | os.PathLike[str] | None, recorded: Path | None = None) -> Path:
     """``--data`` if given, else the dataset a resumed run recorded, else the built-in synthetic set."""
     from hitdet.data import ensure_synthetic

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hitdet.config import coerce, is_int, is_real, load, require
+from hitdet.config import coerce, did_you_mean, is_int, is_real, load, require
 from hitdet.errors import UserError
 from hitdet.io import write_yaml_atomic
 from search_spaces.detectors import DetectorSettings
@@ -89,7 +89,8 @@ class TrainConfig:
         out = {}
         for name, item in dict(value).items():
             if name not in types_:
-                raise ValueError(f"detector.{name}: unknown detector setting (known: {', '.join(types_)})")
+                raise ValueError(f"detector.{name}: unknown detector setting{did_you_mean(name, types_)} "
+                                 f"(known: {', '.join(types_)})")
             try:
                 out[name] = coerce(item, types_[name], f"detector.{name}")
             except UserError as exc:

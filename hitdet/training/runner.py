@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hitdet import data
 from hitdet.architecture import Architecture, architecture_categories, width_record
-from hitdet.data import CocoDetection, dataset_folder, make_eval_loader, make_train_loader
+from hitdet.data import CocoDetection, dataset_folder, dataset_identity, make_eval_loader, make_train_loader
 from hitdet.errors import UserError
 from hitdet.io import read_json_or_none, write_bytes_atomic, write_json_atomic
 from hitdet.runs import Run, is_launched_child, last_good_checkpoint, recorded_data
@@ -206,7 +206,7 @@ def train(
             run.say(report.summary())
         if not resume and not run.child:
             arch.save(run.out / "architecture.json")
-        run.record(data=str(data_dir.resolve()))
+        run.record(data=str(data_dir.resolve()), dataset=dataset_identity(data_dir, (train_ds, val_ds)))
         return _fit(run, config, model, train_ds, val_ds, data_dir, progress=progress, callbacks=callbacks)
 
 
@@ -243,7 +243,8 @@ def _fit(
         callbacks=[every_epoch, best, LearningRateMonitor(logging_interval="step"), _Record(), *(callbacks or [])],
         progress=progress,
         max_epochs=cfg.epochs,
-        log_every_n_steps=min(cfg.log_every_n_steps, max(1, len(train_ds) // cfg.batch_size)),
+        log_every_n_steps=max(1, min(cfg.log_every_n_steps, len(train_ds) // cfg.batch_size,
+                                     cfg.steps_per_epoch or cfg.log_every_n_steps)),
         log_every=cfg.log_every_n_steps,
         use_distributed_sampler=False,
         limit_train_batches=cfg.steps_per_epoch or 1.0,
