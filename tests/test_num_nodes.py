@@ -103,3 +103,12 @@ def test_only_the_first_process_of_the_first_node_writes(env: dict[str, str], ch
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert is_launched_child() is child
+
+
+def test_a_one_node_strategy_on_several_nodes_is_refused(data: dict[str, Path], tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    code = main(["train", "hit-detector", "--data", str(data["coco"]), *TINY_TRAIN, "--out", str(out),
+                 "--accelerator", "cpu", "--num-nodes", "2", "--strategy", "single_device"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--num-nodes 2: strategy 'single_device' runs on one node" in err[0], err
+    assert not out.exists()
