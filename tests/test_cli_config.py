@@ -174,3 +174,20 @@ def test_runs_record_their_dataset_and_compare_warns_on_mixed_ones(data: Path, t
         in captured.err
     rows = json.loads(captured.out)
     assert [r["dataset_sha256"] for r in rows] == [whole, whole, "f" * 64]
+
+
+def test_a_screen_recorded_with_the_old_key_names_resumes(data: Path, tmp_path: Path) -> None:
+    """A config.yaml written before the aliases (steps_per_epoch at the top, strategy.target_macs) resumes."""
+    run = tmp_path / "screen"
+    args = ["--data", str(data), "--out", str(run), "--config", "synth-cpu", "--no-progress",
+            "--set", "train.width=0.0625", "--set", "train.batch_size=4", "--set", "train.detector.min_size=64",
+            "--set", "train.detector.max_size=80", "--set", "strategy.arch_start_epoch=1",
+            "--set", "ops=[sep_k3, skip, conv_k1]", "--set", "strategy.num_ops=2"]
+    assert main(["screen", *args, "--epochs", "1", "--set", "steps_per_epoch=1"]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["train"]["steps_per_epoch"] == 1 and "steps_per_epoch" not in saved
+    old = {**saved, "train": {**saved["train"], "steps_per_epoch": None}, "steps_per_epoch": 1,
+           "strategy": {**saved["strategy"], "target_macs": None}}
+    (run / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    assert main(["screen", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert "resume: epoch 2/2, 1 steps/epoch" in (run / "log.txt").read_text()  # the old key still capped it
