@@ -61,6 +61,10 @@ _QUIET_WARNINGS = (
     "When using training service to spawn trials",
     NNI_IMPORT_WARNINGS,
     ".*GPU available but not used.*",
+    # DDP: Lightning's own use of a deprecated torch function, and its advice to sync the search's per-epoch
+    # scalars, which are equal on every rank already (the strategy checks α and the removals at every epoch end)
+    ".*torch.distributed.nn.functional.all_gather is deprecated.*",
+    r"It is recommended to use `self.log\('(num_ops|entropy|search)/.*sync_dist=True",
 )
 
 
