@@ -407,6 +407,20 @@ NEW_CASES: list[tuple[str, list[str], dict[str, Any], str]] = [
      {k: v for k, v in _check_set().items() if not k.startswith("d/train/")}, "images folder not found"),
     ("data-check-nested", CHECK, _check_set(**{"d/annotations/instances_train.json": json.dumps(
         {"images": [], "categories": [], "info": json.loads("[" * 70 + "]" * 70)})}), "JSON nested deeper than"),
+    # -- COCO values (issue 23): iscrowd 0/1 or a bool, annotation ids unique, sizes as the files have them
+    *[(f"data-check-iscrowd-{name}", CHECK, _check_set(annotations=_ann(iscrowd=value)),
+       f"'iscrowd' must be 0 or 1 (or true/false), got {value!r}")
+      for name, value in [("no", "no"), ("2", 2), ("float", 1.0), ("null", None)]],
+    ("data-check-duplicate-ann-id", CHECK, _check_set(annotations=[*_ann(), *_ann(bbox=[2, 2, 3, 3])]),
+     "annotations[1] (id 1): duplicate annotation id 1 (also annotations[0])"),
+    ("data-check-ann-id-string", CHECK, _check_set(annotations=_ann(id="a")), "'id' must be an integer, got 'a'"),
+    ("data-check-size-1e12", CHECK, _check_set([{"id": 1, "file_name": "a.png", "width": 10**12, "height": 8}]),
+     "images[0] (id 1): declares 1e+12x8 pixels, more than any image"),
+    ("data-check-size-wrong", CHECK, _check_set([{"id": 1, "file_name": "a.png", "width": 9, "height": 8}]),
+     "image id 1 (a.png) declares 9x8 pixels, the file has 8x8"),
+    ("data-check-max-problems-0", [*CHECK, "--max-problems", "0"], _check_set(), "--max-problems: must be at least 1"),
+    ("eval-duplicate-ann-id", [*EVAL[:4], "--data", "{tmp}/d", *EVAL[6:]],
+     _check_set(annotations=[*_ann(), *_ann(bbox=[2, 2, 3, 3])]), "duplicate annotation id 1"),
     # -- hitdet train: flags, --set keys, config files, data
     ("train-no-arch", ["train", "--data", "{data}", "--out", "{out}"], {}, "ARCH: give an architecture JSON"),
     ("train-no-out", ["train", "hit-detector", "--data", "{data}"], {}, "the following arguments are required: --out"),

@@ -108,3 +108,43 @@ def test_data_synth_removes_a_killed_runs_leftovers(tmp_path: Path) -> None:
     live.mkdir()
     assert main(["data", "synth", "--out", str(out), "--train", "1", "--val", "1"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["D", live.name])
+
+
+def _coco_folder(root: Path, annotations: list[dict[str, Any]], images: list[dict[str, Any]] | None = None) -> Path:
+    import json
+
+    from PIL import Image
+
+    images = images or [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}]
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(root / split / "a.png")
+        (root / "annotations").mkdir(exist_ok=True)
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(
+            {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "a"}]}))
+    return root
+
+
+def test_data_check_lists_up_to_n_problems(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ann = {"image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4]}
+    bad = [{**ann, "id": 1, "iscrowd": "no"}, {**ann, "id": 1}, {**ann, "id": 2, "category_id": 9},
+           {**ann, "id": 3, "image_id": 7}]
+    data = _coco_folder(tmp_path / "d", bad)
+    assert main(["data", "check", str(data), "--splits", "train", "--max-problems", "3"]) == 2
+    out, err = capsys.readouterr()
+    problems = [line for line in out.splitlines() if line.startswith("  problem: ")]
+    assert len(problems) == 3 and "train: 3 problem(s) (stopped at --max-problems)" in out
+    assert "'iscrowd' must be 0 or 1" in problems[0] and "duplicate annotation id 1" in problems[1]
+    assert "category_id 9" in problems[2]
+    assert err.count("\n") == 1 and "'iscrowd' must be 0 or 1" in err and "(and 2 more problem(s), listed above)" in err
+    assert main(["data", "check", str(data), "--splits", "train", "val"]) == 2  # default: up to 20, all 4 each
+    out, err = capsys.readouterr()
+    assert out.count("  problem: ") == 8 and "(and 7 more problem(s)" in err
+
+
+def test_iscrowd_bool_and_size_from_the_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ann = {"image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4]}
+    data = _coco_folder(tmp_path / "d", [{**ann, "iscrowd": True}, {**ann, "iscrowd": False}, {**ann}],
+                        images=[{"id": 1, "file_name": "a.png"}])  # no width/height: read from the file
+    assert main(["data", "check", str(data), "--splits", "train"]) == 0
+    assert "3 boxes" not in (out := capsys.readouterr().out) and "2 boxes, 1 crowd" in out, out

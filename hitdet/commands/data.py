@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = dsub.add_parser("check", help="read a COCO-layout dataset folder and report what training will see")
     c.add_argument("data", help="dataset folder (annotations/instances_<split>.json + <split>/)")
     c.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to check (default train val)")
+    c.add_argument("--max-problems", type=int, default=20, metavar="N",
+                   help="list up to N problems per split before stopping (default 20)")
     c.set_defaults(func=run_check)
     try:  # the classification set for backbone pre-training lives with its command (hitdet.pretrain)
         from hitdet.pretrain.synth import register_synth_cls
@@ -50,13 +52,24 @@ def run_synth(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     import warnings
 
-    from hitdet.data import load_split
+    from hitdet.data import DataError, load_split
 
+    if args.max_problems < 1:
+        raise UserError(f"--max-problems: must be at least 1, got {args.max_problems}")
+    found: list[str] = []
     for split in args.splits:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ds = load_split(args.data, split)
-            ds.verify_images()
+            try:
+                ds = load_split(args.data, split, max_problems=args.max_problems)
+                ds.verify_images(max_problems=args.max_problems)
+            except DataError as exc:  # listed here; the one error line comes after every split
+                print(f"{split}: {len(exc.problems)} problem(s)"
+                      f"{' (stopped at --max-problems)' if len(exc.problems) >= args.max_problems else ''}")
+                for problem in exc.problems:
+                    print(f"  problem: {problem}")
+                found += exc.problems
+                continue
         n_boxes = sum(len(t["labels"]) for t in ds._targets)
         empty = sum(len(t["labels"]) == 0 for t in ds._targets)
         cats = ", ".join(f"{c['id']}:{c.get('name', '')}" for c in ds.categories())
@@ -66,4 +79,7 @@ def run_check(args: argparse.Namespace) -> int:
         for w in caught:
             if issubclass(w.category, UserWarning):
                 print(f"  warning: {w.message}")
+    if found:  # one error line: the first problem, and how many more the list above holds
+        more = f" (and {len(found) - 1} more problem(s), listed above)" if len(found) > 1 else ""
+        raise UserError(f"{found[0]}{more}")
     return 0

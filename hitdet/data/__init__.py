@@ -68,11 +68,13 @@ def load_split(
     train: bool = False,
     hflip_prob: float = 0.5,
     categories: Sequence[int] | None = None,
+    max_problems: int = 1,
 ) -> CocoDetection:
-    """The ``split`` of a dataset folder, with the training augmentation when ``train``."""
+    """The ``split`` of a dataset folder, with the training augmentation when ``train``
+    (``max_problems``: how many problems of the annotation file to collect before raising)."""
     images, ann = resolve_split(data_dir, split)
     return CocoDetection(images, ann, transforms=train_transforms(hflip_prob) if train else None,
-                         categories=categories)
+                         categories=categories, max_problems=max_problems)
 
 
 def default_data_dir() -> Path:

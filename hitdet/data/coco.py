@@ -33,14 +33,39 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from hitdet.errors import UserError
-from hitdet.io import open_image, read_json
+from hitdet.io import MAX_IMAGE_PIXELS, open_image, read_json
 
 Target = dict[str, Any]
 Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
 
 
 class DataError(UserError):
-    """A dataset file or record that cannot be used."""
+    """A dataset file or record that cannot be used.
+
+    ``problems``: every problem found (up to the limit asked for; the message is the first), for
+    ``hitdet data check``, which lists them.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+
+class Problems:
+    """Collects a dataset's problems; raises a :class:`DataError` once ``limit`` are found (1: the first)."""
+
+    def __init__(self, limit: int = 1) -> None:
+        self.limit = max(1, limit)
+        self.found: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.found.append(message)
+        if len(self.found) >= self.limit:
+            self.raise_any()
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise DataError(self.found[0], list(self.found))
 
 
 def _is_id(v: Any) -> bool:
@@ -57,8 +82,12 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
 
 
-def read_annotations(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check a COCO annotation JSON; errors name the file and the record."""
+def read_annotations(path: str | os.PathLike[str], max_problems: int = 1) -> dict[str, Any]:
+    """Read and check a COCO annotation JSON; errors name the file and the record.
+
+    ``max_problems``: how many problems to collect before raising (:class:`DataError`'s ``problems``);
+    1 raises at the first.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found")
@@ -71,40 +100,67 @@ def read_annotations(path: str | os.PathLike[str]) -> dict[str, Any]:
     data.setdefault("annotations", [])
     if not isinstance(data["annotations"], list):
         raise DataError(f"{path}: 'annotations' is not a list")
+    problems = Problems(max_problems)
     cat_ids = set()
     for i, cat in enumerate(data["categories"]):
         if not isinstance(cat, dict) or not _is_id(cat.get("id")):
-            raise DataError(f"{path}: categories[{i}]: needs an integer 'id'")
+            problems.add(f"{path}: categories[{i}]: needs an integer 'id'")
+            continue
         cat_ids.add(cat["id"])
     image_ids = set()
     for i, img in enumerate(data["images"]):
         if not isinstance(img, dict) or not _is_id(img.get("id")):
-            raise DataError(f"{path}: images[{i}]: needs an integer 'id'")
+            problems.add(f"{path}: images[{i}]: needs an integer 'id'")
+            continue
         if img["id"] in image_ids:
-            raise DataError(f"{path}: images[{i}]: duplicate image id {img['id']}")
+            problems.add(f"{path}: images[{i}]: duplicate image id {img['id']}")
+            continue
+        image_ids.add(img["id"])
         if not isinstance(img.get("file_name"), str):
-            raise DataError(f"{path}: images[{i}] (id {img['id']}): needs a 'file_name'")
+            problems.add(f"{path}: images[{i}] (id {img['id']}): needs a 'file_name'")
         for key in ("width", "height"):
             if key in img and not (_is_number(img[key]) and img[key] > 0):
-                raise DataError(f"{path}: images[{i}] (id {img['id']}): '{key}' must be a positive number")
-        image_ids.add(img["id"])
+                problems.add(f"{path}: images[{i}] (id {img['id']}): '{key}' must be a positive number")
+        w, h = img.get("width"), img.get("height")
+        if _is_number(w) and _is_number(h) and w > 0 and h > 0 and w * h > MAX_IMAGE_PIXELS:
+            problems.add(f"{path}: images[{i}] (id {img['id']}): declares {w:g}x{h:g} pixels, more than any image "
+                         f"hitdet reads ({MAX_IMAGE_PIXELS} pixels); the JSON's width/height are wrong")
+    ann_ids: dict[int, int] = {}
     for i, ann in enumerate(data["annotations"]):
         has_id = isinstance(ann, dict) and "id" in ann
         where = f"{path}: annotations[{i}]" + (f" (id {ann['id']})" if has_id else "")
         if not isinstance(ann, dict):
-            raise DataError(f"{where}: expected an object")
+            problems.add(f"{where}: expected an object")
+            continue
         bbox = ann.get("bbox")
         if bbox is None:
-            raise DataError(f"{where}: no 'bbox'")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-            raise DataError(f"{where}: 'bbox' must be [x, y, width, height] numbers, got {bbox!r}")
+            problems.add(f"{where}: no 'bbox'")
+        elif not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            problems.add(f"{where}: 'bbox' must be [x, y, width, height] numbers, got {bbox!r}")
         if not _refers(ann.get("image_id"), image_ids):
-            raise DataError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
+            problems.add(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
         if not _refers(ann.get("category_id"), cat_ids):
-            raise DataError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
-        ann.setdefault("iscrowd", 0)
+            problems.add(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
+        crowd = ann.get("iscrowd", 0)
+        if not (isinstance(crowd, bool) or (isinstance(crowd, int) and crowd in (0, 1))):
+            problems.add(f"{where}: 'iscrowd' must be 0 or 1 (or true/false), got {crowd!r}")
+        if has_id:
+            if not _is_id(ann["id"]):
+                problems.add(f"{where}: 'id' must be an integer, got {ann['id']!r}")
+            elif ann["id"] in ann_ids:
+                problems.add(f"{where}: duplicate annotation id {ann['id']} (also annotations[{ann_ids[ann['id']]}]); "
+                             "evaluation would merge them")
+            else:
+                ann_ids[ann["id"]] = i
+    problems.raise_any()
+    next_id = max(ann_ids, default=0) + 1
+    for ann in data["annotations"]:
+        ann["iscrowd"] = int(ann.get("iscrowd", 0))
+        bbox = ann["bbox"]
         ann.setdefault("area", float(bbox[2] * bbox[3]))
-        ann.setdefault("id", i + 1)
+        if "id" not in ann:  # numbered after the file's own ids, never onto one of them
+            ann["id"] = next_id
+            next_id += 1
     return data
 
 
@@ -155,12 +211,13 @@ class CocoDetection(Dataset):
         annotations: str | os.PathLike[str],
         transforms: Transform | None = None,
         categories: Sequence[int] | None = None,
+        max_problems: int = 1,
     ) -> None:
         self.images_dir = Path(images)
         self.ann_file = Path(annotations)
         if not self.images_dir.is_dir():
             raise DataError(f"{self.images_dir}: images folder not found")
-        data = read_annotations(self.ann_file)
+        data = read_annotations(self.ann_file, max_problems=max_problems)
         self.coco = coco_from_dict(data)
         self.transforms = transforms
         found = sorted(self.coco.getCatIds())
@@ -243,17 +300,31 @@ class CocoDetection(Dataset):
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
         img = load_rgb(self.images_dir / info["file_name"], f"image id {image_id}")
+        self._check_size(image_id, img)
         image = image_tensor(img)
         target = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in self._targets[index].items()}
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
 
-    def verify_images(self) -> None:
-        """Decode every image once (so a bad file fails before training starts, not mid-epoch)."""
+    def _check_size(self, image_id: int, img: Image.Image) -> None:
+        """The JSON's width/height (which place and clip the boxes) are the file's."""
+        info = self.coco.imgs[image_id]
+        if "width" in info and "height" in info and (int(info["width"]), int(info["height"])) != img.size:
+            raise DataError(f"{self.ann_file}: image id {image_id} ({info['file_name']}) declares "
+                            f"{info['width']}x{info['height']} pixels, the file has {img.size[0]}x{img.size[1]}")
+
+    def verify_images(self, max_problems: int = 1) -> None:
+        """Decode every image once (so a bad file fails before training starts, not mid-epoch), and check
+        its size against the JSON's; ``max_problems``: how many to collect before raising :class:`DataError`."""
+        problems = Problems(max_problems)
         for image_id in self.ids:
             info = self.coco.imgs[image_id]
-            load_rgb(self.images_dir / info["file_name"], f"image id {image_id}")
+            try:
+                self._check_size(image_id, load_rgb(self.images_dir / info["file_name"], f"image id {image_id}"))
+            except DataError as exc:
+                problems.add(str(exc))
+        problems.raise_any()
 
 
 def collate(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tensor], list[Target]]:
