@@ -2,7 +2,8 @@
 
 A run's MACs and parameters come from its own ``architecture.json`` at its own input size and RoI
 count (:func:`hitdet.arch_cost.architecture_cost`, as ``hitdet info`` prints them); its AP and
-AP50 are those of the best validation epoch in ``metrics.json``.
+AP50 are those of the best validation epoch in ``metrics.json``; its latency, where the run folder has
+a ``bench.json`` (``hitdet bench RUN/architecture.json``), the median batch-1 forward pass measured there.
 """
 
 from __future__ import annotations
@@ -28,6 +29,27 @@ class RunSummary:
     rois: int
     dataset: str | None = None  # run.json's dataset: the folder it was trained on (None: not recorded)
     dataset_sha256: str | None = None  # ... and the SHA-256 of its annotation files together
+    latency_ms: float | None = None  # RUN/bench.json (hitdet bench): median batch-1 latency; None: not measured
+    latency_on: str | None = None  # ... and where: "cpu (x86_64, 4 threads)", "cuda (NVIDIA H100)"
+
+
+def _bench(run: Path) -> tuple[float | None, str | None]:
+    """The batch-1 median latency in ``run/bench.json`` and the device it was measured on, if there is one."""
+    from hitdet.bench import BENCH_FORMAT
+
+    data = read_json_or_none(run / "bench.json")
+    if not isinstance(data, dict) or data.get("format") != BENCH_FORMAT:
+        return None, None
+    for r in data.get("results") or []:
+        latency = r.get("latency_ms") if isinstance(r, dict) else None
+        median = latency.get("median") if isinstance(latency, dict) else None
+        if r.get("batch") == 1 and isinstance(median, (int, float)):
+            where = str(data.get("device", "?"))
+            detail = data.get("device_name")
+            if where == "cpu":
+                detail = f"{detail}, {data.get('cpu_threads')} threads"
+            return float(median), f"{where} ({detail})"
+    return None, None
 
 
 def summarise(run: Path) -> RunSummary:
@@ -53,8 +75,10 @@ def summarise(run: Path) -> RunSummary:
         path, sha = dataset.get("path"), dataset.get("sha256")
     elif isinstance(record, dict) and isinstance(record.get("data"), str):
         path = record["data"]  # a run from before the dataset record: its folder only
+    latency, latency_on = _bench(run)
     return RunSummary(run_name(run), cost["total"].params, cost["total"].macs, ap, ap50, size, rois,
-                      path if isinstance(path, str) else None, sha if isinstance(sha, str) else None)
+                      path if isinstance(path, str) else None, sha if isinstance(sha, str) else None,
+                      latency, latency_on)
 
 
 def summarise_all(runs: list[Path]) -> list[RunSummary]:
@@ -84,19 +108,35 @@ def dataset_warning(rows: list[RunSummary]) -> str | None:
     return f"warning: these runs were trained on different datasets, their AP is not comparable: {parts}"
 
 
+def latency_warning(rows: list[RunSummary]) -> str | None:
+    """One line when the runs' latencies were measured on different devices (or CPU thread counts), else None."""
+    where: dict[str, list[str]] = {}
+    for r in rows:
+        if r.latency_on:
+            where.setdefault(r.latency_on, []).append(r.name)
+    if len(where) < 2:
+        return None
+    parts = "; ".join(f"{', '.join(names)} on {device}" for device, names in where.items())
+    return f"warning: these runs' latencies were measured on different devices, they are not comparable: {parts}"
+
+
 def format_table(rows: list[RunSummary]) -> str:
-    """A fixed-width text table: name, params, MACs, AP, AP50 (and the size MACs were counted at)."""
+    """A fixed-width text table: name, params, MACs, AP, AP50, latency (and the size MACs were counted at)."""
     width = max([len("run"), *(len(r.name) for r in rows)])
 
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
 
-    lines = [f"{'run':<{width}} {'params (M)':>10} {'MACs (G)':>9} {'AP':>6} {'AP50':>6}  input, RoIs"]
+    lines = [f"{'run':<{width}} {'params (M)':>10} {'MACs (G)':>9} {'AP':>6} {'AP50':>6} {'ms':>8}  input, RoIs"]
     for r in rows:
         h, w = r.input_size
+        ms = "-" if r.latency_ms is None else f"{r.latency_ms:.1f}"
         lines.append(
             f"{r.name:<{width}} {r.params / 1e6:>10.2f} {r.macs / 1e9:>9.2f} {pct(r.ap):>6} {pct(r.ap50):>6}"
-            f"  {h}x{w}, {r.rois}"
+            f" {ms:>8}  {h}x{w}, {r.rois}"
         )
     lines.append("AP, AP50: best validation epoch (COCO AP x 100); MACs at each run's own padded input size")
+    devices = sorted({r.latency_on for r in rows if r.latency_on})
+    lines.append("ms: median batch-1 latency from RUN/bench.json (hitdet bench RUN/architecture.json)"
+                 + (f", measured on {'; '.join(devices)}" if devices else "; - where not measured"))
     return "\n".join(lines)

@@ -107,3 +107,39 @@ def test_cli_bench_does_not_replace_another_file(
     assert main(["bench", str(arch_file), "--out", str(out), "--runs", "1"]) == 2
     assert "not a bench result" in capsys.readouterr().err and out.read_text() == '{"mine": 1}'
 
+
+
+def _train_run(run: Path, ap: float) -> Path:
+    run.mkdir(parents=True)
+    tiny_arch(width=0.125, size=48).save(run / "architecture.json")
+    best = {"epoch": 1, "AP": ap, "AP50": 2 * ap}
+    (run / "metrics.json").write_text(json.dumps({"best": best, "last": best, "history": [best]}))
+    return run
+
+
+def test_compare_shows_the_latency_bench_wrote_and_warns_on_other_devices(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    measured = _train_run(tmp_path / "measured", 0.2)
+    other = _train_run(tmp_path / "other", 0.3)
+    unmeasured = _train_run(tmp_path / "unmeasured", 0.1)
+    assert main(["bench", str(measured / "architecture.json"), "--runs", "2", "--warmup", "0", "--batch", "1",
+                 "--accelerator", "cpu", "--threads", "1"]) == 0
+    median = json.loads((measured / "bench.json").read_text())["results"][0]["latency_ms"]["median"]
+    (other / "bench.json").write_text(json.dumps({
+        "format": "hitdet-bench", "device": "cuda", "device_name": "NVIDIA H100", "cpu_threads": 16,
+        "results": [{"batch": 1, "latency_ms": {"median": 3.25}}, {"batch": 8, "latency_ms": {"median": 9.0}}]}))
+    capsys.readouterr()
+    assert main(["compare", str(measured), str(other), str(unmeasured), "--json"]) == 0
+    captured = capsys.readouterr()
+    rows = {r["name"]: r for r in json.loads(captured.out)}
+    assert rows["measured"]["latency_ms"] == pytest.approx(median) and rows["other"]["latency_ms"] == 3.25
+    assert rows["unmeasured"]["latency_ms"] is None and rows["unmeasured"]["latency_on"] is None
+    assert rows["other"]["latency_on"] == "cuda (NVIDIA H100)"
+    assert "measured on different devices" in captured.err and "other on cuda (NVIDIA H100)" in captured.err
+    assert main(["compare", str(measured), str(unmeasured)]) == 0
+    captured = capsys.readouterr()
+    table = captured.out.splitlines()
+    assert table[0].split()[:8] == ["run", "params", "(M)", "MACs", "(G)", "AP", "AP50", "ms"]
+    assert table[1].split()[5] == f"{median:.1f}" and table[2].split()[5] == "-"
+    assert "different devices" not in captured.err and "measured on cpu (" in table[-1]

@@ -10,19 +10,19 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="train runs side by side: params, MACs, AP, AP50")
+    p = sub.add_parser("compare", help="train runs side by side: params, MACs, AP, AP50, latency (hitdet bench)")
     p.add_argument("runs", nargs="+", help="train run folders (each with architecture.json and metrics.json)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per run")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from hitdet.compare import dataset_warning, format_table, summarise_all
+    from hitdet.compare import dataset_warning, format_table, latency_warning, summarise_all
 
     rows = summarise_all([Path(r) for r in args.runs])
-    warning = dataset_warning(rows)
-    if warning:
-        print(f"hitdet compare: {warning}", file=sys.stderr)
+    for warning in (dataset_warning(rows), latency_warning(rows)):
+        if warning:
+            print(f"hitdet compare: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps([asdict(r) for r in rows]))
     else:
