@@ -3,9 +3,10 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/export_parity.py RUN/architecture.json \
         --weights RUN/best.pt --coco DATA --size 120x160 --count 32
 
-Exports the detector with ``hitdet export``'s own functions (TorchScript, and ONNX run by
-onnxruntime when installed), runs the eager model and both exports on the same images (each
-resized to ``--size``, the ONNX file's fixed input), and prints, per format: the number of
+Exports the detector with ``hitdet export``'s own functions (TorchScript, torch.export's
+ExportedProgram, and ONNX run by onnxruntime when installed), runs the eager model and the exports
+on the same images (each resized to ``--size``, the fixed input of the ExportedProgram and the ONNX
+file), and prints, per format: the number of
 images whose detections differ in count or labels, the largest absolute difference of box
 coordinates (pixels) and of scores over all matched detections, and the median time per
 image; with ``--coco``, also the COCO AP of each format's detections on those images. Not a
@@ -30,7 +31,15 @@ from hitdet.commands.info import parse_size
 from hitdet.data import load_split
 from hitdet.data.coco import image_tensor, load_rgb
 from hitdet.evaluation import coco_evaluate, to_coco_results
-from hitdet.exporting import export_onnx, export_torchscript, load_torchscript, onnx_detections, onnx_session
+from hitdet.exporting import (
+    export_exported_program,
+    export_onnx,
+    export_torchscript,
+    load_exported_program,
+    load_torchscript,
+    onnx_detections,
+    onnx_session,
+)
 from hitdet.predicting import find_images
 from hitdet.training.runner import architecture_categories
 from hitdet.training.weights import load_weights
@@ -98,6 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scripted, _ = load_torchscript(export_torchscript(model, Path(tmp) / "d.pt", arch))
         results["torchscript"] = compare("torchscript", lambda im: scripted([im])[1][0], model, images)
+        program, _, _ = load_exported_program(export_exported_program(model, Path(tmp) / "d.pt2", (h, w), arch))
+        exported = program.module()
+        results["exported"] = compare("exported", lambda im: exported([im])[0], model, images)
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
