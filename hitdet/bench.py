@@ -15,6 +15,7 @@ deployment sees, since the number of boxes that survive the score threshold depe
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import platform
 import statistics
@@ -26,6 +27,8 @@ import torch
 from torch import nn
 
 BENCH_FORMAT = "hitdet-bench"
+# --precision: Lightning's names; the mixed ones run the forward pass under torch.autocast with that dtype
+PRECISIONS = {"32-true": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
 
 def resized_size(settings: Any, size: tuple[int, int]) -> tuple[int, int]:
@@ -46,12 +49,15 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 
 def time_forward(
-    model: nn.Module, images: list[torch.Tensor], warmup: int, runs: int, device: torch.device
+    model: nn.Module, images: list[torch.Tensor], warmup: int, runs: int, device: torch.device,
+    precision: str = "32-true",
 ) -> list[float]:
     """Seconds of each of ``runs`` forward passes of ``model`` on ``images``, after ``warmup`` untimed ones."""
     cuda = device.type == "cuda"
+    dtype = PRECISIONS[precision]
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     times = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast:
         for i in range(warmup + runs):
             if cuda:
                 torch.cuda.synchronize(device)
@@ -97,11 +103,13 @@ def benchmark(
     runs: int = 20,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    precision: str = "32-true",
 ) -> dict[str, Any]:
     """Time ``model`` on random ``input_size`` (H, W) images at each batch size in ``batches``.
 
-    Returns a JSON-ready record: the device, torch version, CPU threads, date (UTC) and one entry
-    per batch size (see :func:`summarize`). The model is left in eval mode on ``device``.
+    ``precision``: "32-true", or "16-mixed"/"bf16-mixed" (the forward pass under ``torch.autocast``).
+    Returns a JSON-ready record: the device, torch version, CPU threads, date (UTC), precision and one
+    entry per batch size (see :func:`summarize`). The model is left in eval mode on ``device``.
     """
     device = torch.device(device)
     model = model.eval().to(device)
@@ -110,7 +118,7 @@ def benchmark(
     results = []
     for batch in dict.fromkeys(batches):  # in order, each size once
         images = [torch.rand(3, h, w, generator=gen).to(device) for _ in range(batch)]
-        results.append(summarize(time_forward(model, images, warmup, runs, device), batch))
+        results.append(summarize(time_forward(model, images, warmup, runs, device, precision), batch))
     return {
         "format": BENCH_FORMAT,
         "device": device.type,
@@ -119,6 +127,7 @@ def benchmark(
         "cpu_threads": torch.get_num_threads(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "input_size": [h, w],
+        "precision": precision,
         "warmup": warmup,
         "results": results,
     }

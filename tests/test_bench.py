@@ -60,7 +60,7 @@ def test_cli_bench_prints_one_table_and_writes_json(arch_file: Path, capsys: pyt
     assert record["input_size"] == [40, 60] and record["network_input_size"] == list(net)
     assert record["macs"] == architecture_cost(arch, net)[0]["total"].macs
     assert record["device"] == "cpu" and record["cpu_threads"] == 1 and record["warmup"] == 1
-    assert record["format"] == "hitdet-bench" and record["weights"] is None
+    assert record["format"] == "hitdet-bench" and record["weights"] is None and record["precision"] == "32-true"
     assert f"network {net[0]}x{net[1]}" in out[0]
     # its own file is replaced on a second run, without --force
     assert main([*argv[:-4], "--runs", "1", "--batch", "1"]) == 0
@@ -143,3 +143,12 @@ def test_compare_shows_the_latency_bench_wrote_and_warns_on_other_devices(
     assert table[0].split()[:8] == ["run", "params", "(M)", "MACs", "(G)", "AP", "AP50", "ms"]
     assert table[1].split()[5] == f"{median:.1f}" and table[2].split()[5] == "-"
     assert "different devices" not in captured.err and "measured on cpu (" in table[-1]
+
+
+def test_cli_bench_mixed_precision_is_recorded(arch_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "b.json"
+    assert main(["bench", str(arch_file), "--out", str(out), "--runs", "1", "--warmup", "0", "--batch", "1",
+                 "--accelerator", "cpu", "--precision", "bf16-mixed", "--input-size", "40x60"]) == 0
+    assert "bf16-mixed" in capsys.readouterr().out.splitlines()[0]
+    record = json.loads(out.read_text())
+    assert record["precision"] == "bf16-mixed" and [r["batch"] for r in record["results"]] == [1]

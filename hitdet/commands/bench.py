@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=int, default=20, help="timed forward passes per batch size; the median is "
                    "reported (default 20)")
     p.add_argument("--warmup", type=int, default=5, help="untimed forward passes first (default 5)")
+    p.add_argument("--precision", default="32-true", choices=["32-true", "16-mixed", "bf16-mixed"],
+                   help="32-true (default), or 16-mixed / bf16-mixed: the forward pass under torch.autocast")
     p.add_argument("--threads", type=int, help="CPU threads torch uses (default: torch's own choice)")
     p.add_argument("--out", help="JSON file to write (default: bench.json beside an ARCH file, "
                    "bench-NAME.json here for a preset); a bench file there is replaced")
@@ -76,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     size = args.input_size or (arch.settings.min_size, arch.settings.max_size)
     net_size = resized_size(arch.settings, size)
     cost, _, rois = architecture_cost(arch, net_size)
-    record = benchmark(model, size, (1, args.batch), warmup=args.warmup, runs=args.runs, device=device)
+    record = benchmark(model, size, (1, args.batch), warmup=args.warmup, runs=args.runs, device=device,
+                       precision=args.precision)
     record = {
         **record,
         "architecture": str(args.arch),
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     h, w = size
     title = (f"{name} ({arch.detector_type}) on {record['device']} ({record['device_name']}, "
              f"{record['cpu_threads']} CPU threads), images {h}x{w} -> network {net_size[0]}x{net_size[1]}, "
-             f"{cost['total'].macs / 1e9:.2f} GMACs per image at {rois} RoIs; "
+             f"{cost['total'].macs / 1e9:.2f} GMACs per image at {rois} RoIs, {args.precision}; "
              f"median of {args.runs} runs after {args.warmup} warm-up")
     print(format_bench(record, title))
     print(f"wrote {out}")
