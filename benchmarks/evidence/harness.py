@@ -417,7 +417,7 @@ class Harness:
                               "accelerator": self.scale.accelerator,
                               "path": str(self.out / "rows" / f"{name}-t{t}.json"), **extra})
 
-        for name in HAND_PICKS:
+        for name in self.args.hand_picks or HAND_PICKS:
             sample = hand_pick(name, st)
             add(name, "hand-pick", self.train_seeds, sample=sample, macs=self.macs_of(sample, settings))
         target = self.macs_of(hand_pick("stage-ir", st), settings)
@@ -493,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-seeds", type=lambda s: [int(v) for v in s.split(",")], default=None)
     p.add_argument("--lrs", type=lambda s: [float(v) for v in s.split(",")], default=None,
                    help="learning rates of the sweep (default 0.01,0.02,0.04)")
+    p.add_argument("--hand-picks", type=lambda s: [v for v in s.split(",") if v], default=None,
+                   help="in-space hand picks to train, comma-separated (default: all of search_spaces.hand_picks)")
     p.add_argument("--k", type=int, default=None, help="random samples (default 8)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the dataset and of the random samples")
     p.add_argument("--tolerance", type=float, default=0.15, help="MACs tolerance of the random samples (0.15)")
@@ -506,6 +508,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.k is not None and args.k < 2:
             raise UserError(f"--k: need at least 2 random samples, got {args.k}")
+        from search_spaces.hand_picks import HAND_PICKS
+
+        unknown = [n for n in args.hand_picks or () if n not in HAND_PICKS]
+        if unknown:
+            raise UserError(f"--hand-picks: unknown {unknown[0]!r}; known: {', '.join(HAND_PICKS)}")
         if not 0 < args.tolerance < 1:
             raise UserError(f"--tolerance: expected a fraction in (0, 1), got {args.tolerance}")
         report = Harness(args).run()
