@@ -41,13 +41,20 @@ from strategies.settings import SearchSettings
 MODES = ("screen", "search")
 
 # Built-in recipes (``--config NAME``): the paper's settings, and the small CPU setting of the demo.
+# The strategy readings of the paper's method as this project first ran it, pinned in the ``paper``
+# recipes so that later defaults do not move them (docs/strategy.md, "Defaults and the paper's readings").
+PAPER_READINGS: dict[str, Any] = {"decision": None, "scoring": "epoch_mean", "screen_keep": [],
+                                  "skip_drop_prob": 0.0, "arch_loss_weight": 1.0}
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {
         "train": {"epochs": 12, "schedule": "cosine", "base_lr": 0.04, "warmup_iters": 0},
         # At 800x1333 the 32-op screening with the plain weighted sum needs 100-240 GiB a GPU
         # (docs/memory.md); recomputing the candidates in the backward pass brings it to 20-40 GiB (an
         # 80 GB GPU) for ~1.2-1.4x the step time, and the 8-op search to 12-26 GiB.
-        "strategy": {"mixed_op": "recompute"},
+        # The paper's readings, pinned against later defaults: no op kept from screening, skip dropped
+        # by drop-path 0.3 while screening.
+        "strategy": {"mixed_op": "recompute", **PAPER_READINGS},
+        "stages": {"screen": {"strategy": {"skip_drop_prob": 0.3}}},
     },
     "synth-cpu": {
         # The CPU-scale space (search_spaces.structure.CPU_STRUCTURE) at its own width, on 128-160 px images.
@@ -83,10 +90,10 @@ RECIPES: dict[str, dict[str, Any]] = {
 # proxy 4 epochs of 6 steps, search 3 epochs of 8).
 RECIPES["paper-cpu"] = {
     **RECIPES["synth-cpu"],
-    "strategy": {"arch_start_epoch": 1, "arch_travel": 4.4, "decision": None, "scoring": "epoch_mean",
-                 "mixed_op": "full", "screen_keep": [], "skip_drop_prob": None, "arch_loss_weight": 1.0},
+    "strategy": {"arch_start_epoch": 1, "arch_travel": 4.4, "mixed_op": "full", **PAPER_READINGS},
     "stages": {
-        "screen": {"train": {"width": 0.5, "epochs": 4, "batch_size": 4, "half_depth": True, "steps_per_epoch": 6}},
+        "screen": {"train": {"width": 0.5, "epochs": 4, "batch_size": 4, "half_depth": True, "steps_per_epoch": 6},
+                   "strategy": {"skip_drop_prob": 0.3}},
         "search": {"train": {"epochs": 3, "batch_size": 4, "steps_per_epoch": 8}},
     },
 }

@@ -77,13 +77,16 @@ class SearchSettings:
     so whatever it exports the FLOPs penalty and the screening regulariser chose alone (the
     architecture step then skips the detection forward pass). ``screen_keep`` lists ops that
     screening never removes, so that the search can always choose them where they exist (e.g.
-    ``skip``: a block that is not there).
+    ``skip``: a block that is not there). Default ``("skip",)``: whatever screening ranks, the search
+    can always leave a block out, so the FLOPs penalty can reach a shallow detector.
 
     Known DARTS failure modes: ``bn_affine=False`` makes the BatchNorms inside candidate ops
     non-affine during the search (as DARTS does; retraining always uses affine BN), and
     ``skip_drop_prob`` drops the ``skip`` candidate's output per sample with that probability
-    during the search (drop-path against skip taking over; None = 0.3 when screening, 0 when
-    searching, see :attr:`skip_drop`).
+    (drop-path against skip taking over). Off by default (None = 0 in both modes, see
+    :attr:`skip_drop`): on a toy where ``skip`` is the best op alone, drop-path 0.3 made screening
+    remove it in every seed, and at CPU training budgets shallow detectors train best (docs/evidence.md).
+    The ``paper`` and ``paper-cpu`` recipes pin 0.3 while screening, the earlier reading.
     """
 
     # set by the run (the command's mode, the search's sub spaces), never by a config file
@@ -118,7 +121,7 @@ class SearchSettings:
     sample_k: int = 2
     decision: str | None = None
     arch_loss_weight: float = 1.0
-    screen_keep: Sequence[str] = ()
+    screen_keep: Sequence[str] = ("skip",)
 
     def __post_init__(self) -> None:
         """Check every range here, once: errors read ``field: why, got value`` (the config names the source)."""
@@ -165,15 +168,14 @@ class SearchSettings:
 
     @property
     def skip_drop(self) -> float:
-        """The drop-path probability of ``skip`` actually used: None means 0.3 when screening, 0 when searching.
+        """The drop-path probability of ``skip`` actually used: None means 0 (off) in both modes.
 
-        Screening decides which ops exist at all, and there a ``skip`` that wins on training
-        speed crowded out better ops (toy screen, docs/measurements.md); in the search a cheap ``skip`` is a
-        legitimate answer to the FLOPs penalty, so it is not handicapped there by default.
+        Why off: it was meant against a ``skip`` that wins screening on training speed alone, but
+        measured on a toy where ``skip`` is the best op alone it removed ``skip`` in every seed, and
+        without it screening still kept the best op alone on the toy where large ops are better
+        (docs/evidence.md, "Screening"). The ``paper`` recipes pin the earlier 0.3 while screening.
         """
-        if self.skip_drop_prob is not None:
-            return float(self.skip_drop_prob)
-        return 0.3 if self.mode == "screen" else 0.0
+        return float(self.skip_drop_prob) if self.skip_drop_prob is not None else 0.0
 
     def fixed_op(self, component: str) -> str | None:
         """The op a component runs while it is not screened (None: its first candidate)."""

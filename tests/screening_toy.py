@@ -1,7 +1,13 @@
 """A toy screening problem whose ops' stand-alone quality is measured, not assumed.
 
-The task: regress a fixed random "teacher" (two 5x5 convolutions with a ReLU between, so a
-wide receptive field and a non-linearity are needed) from 16x16 noise images. The space: a
+The task: regress a fixed random "teacher" from 16x16 noise images. Two teachers, so that an op's
+size and its quality can be told apart:
+
+* ``deep``: two 5x5 convolutions with a ReLU between (a wide receptive field and a non-linearity
+  are needed): the larger ops are the better ones alone, size order = quality order;
+* ``linear``: one 3x3 convolution, which the stem and the read-out already express: ``skip`` at
+  every position is the best network alone and every added non-linearity only gets in the way,
+  so size order is the reverse of quality order. A screening that ranks by size fails here. The space: a
 stem, three searched positions (component ``backbone``) over six pool ops, and a 1x1
 read-out. An op's *stand-alone quality* is the held-out loss of the network with that op at
 every position, trained alone with the same budget; screening should keep the ops that are
@@ -35,15 +41,29 @@ TOY_OPS = ["skip", "conv_k1", "sep_k3", "conv_k3", "conv_k5", "ir_k5_e3"]
 CHANNELS, SIZE, DEPTH = 8, 16, 3
 
 
-def make_data(n: int, seed: int = 0) -> torch.utils.data.TensorDataset:
+TEACHERS = ("deep", "linear")
+
+
+def make_data(n: int, seed: int = 0, teacher: str = "deep") -> torch.utils.data.TensorDataset:
     """``n`` noise images and the teacher's output on them (the teacher is fixed by ``seed``)."""
+    if teacher not in TEACHERS:
+        raise ValueError(f"teacher: expected one of {TEACHERS}, got {teacher!r}")
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, SIZE, SIZE, generator=g)
-    w1 = torch.randn(8, 3, 5, 5, generator=g) / 8
-    w2 = torch.randn(1, 8, 5, 5, generator=g) / 6
     with torch.no_grad():
-        y = F.conv2d(F.relu(F.conv2d(x, w1, padding=2)), w2, padding=2)
+        if teacher == "deep":
+            w1 = torch.randn(8, 3, 5, 5, generator=g) / 8
+            w2 = torch.randn(1, 8, 5, 5, generator=g) / 6
+            y = F.conv2d(F.relu(F.conv2d(x, w1, padding=2)), w2, padding=2)
+        else:
+            y = F.conv2d(x, torch.randn(1, 3, 3, 3, generator=g) / 4, padding=1)
     return torch.utils.data.TensorDataset(x, y)
+
+
+def split(teacher: str, seed: int = 0) -> tuple[torch.utils.data.TensorDataset, torch.utils.data.TensorDataset]:
+    """(train, held-out) of one teacher: 256 and 128 images."""
+    x, y = make_data(384, seed=seed, teacher=teacher).tensors
+    return torch.utils.data.TensorDataset(x[:256], y[:256]), torch.utils.data.TensorDataset(x[256:], y[256:])
 
 
 def body(ops: Sequence[str] | None, choice: bool) -> nn.ModuleList:
@@ -140,6 +160,7 @@ def screen(
         Regression(0.05, epochs), trainer, train_dataloaders=DataLoader(data, batch_size=16, shuffle=True)
     )
     settings.setdefault("arch_start_epoch", 1)
+    settings.setdefault("screen_keep", ())  # the toy measures the ranking itself, not the keep rule
     settings.setdefault("arc_learning_rate", 0.05)
     strategy = HitDetStrategy("screen", num_ops=num_ops, log_heatmaps=False, **settings)
     initial: dict[str, float] = {}
