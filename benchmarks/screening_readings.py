@@ -34,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 warnings.filterwarnings("ignore")
 
 import screening_toy as toy  # noqa: E402
-import torch  # noqa: E402
 
 NO_GUARD = dict(skip_drop_prob=0.0)
 VARIANTS = {

@@ -22,6 +22,7 @@ from search_spaces.quiet import ignore_nni_import_warnings
 # Subcommand modules, in the order `hitdet --help` lists them.
 COMMAND_MODULES = [
     "hitdet.commands.demo",
+    "hitdet.commands.pipeline",
     "hitdet.commands.info",
     "hitdet.commands.data",
     "hitdet.commands.search",

@@ -141,3 +141,16 @@ def test_print_config_prints_the_resolved_config_and_writes_nothing(argv: list[s
         assert load_train(saved) == load_train("synth-cpu", ["batch_size=3", "detector.min_size=96"])
     else:
         assert load_pretrain(saved) == load_pretrain("synth-cpu", ["epochs=2"])
+
+
+def test_paper_recipes_pin_the_earlier_screening_readings():
+    """The defaults keep skip and drop no path; the paper recipes keep what the paper's method ran with."""
+    from hitdet.searching import load_search_config
+
+    for recipe in ("synth-cpu", None):
+        screen = load_search_config("screen", recipe).strategy
+        assert (screen.skip_drop, screen.screen_keep) == (0.0, ("skip",))
+    for recipe in ("paper", "paper-cpu"):
+        screen, search = (load_search_config(m, recipe).strategy for m in ("screen", "search"))
+        assert (screen.skip_drop, screen.screen_keep) == (0.3, ())
+        assert (search.skip_drop, search.screen_keep) == (0.0, ())

@@ -43,7 +43,7 @@ def test_demo_runs_every_stage(demo):
     assert set(meta["alpha_probabilities"]) == set(arch.sample())
     metrics = json.loads((out / "eval" / "metrics.json").read_text())["metrics"]
     assert 0.0 <= metrics["AP"] <= 1.0 and metrics["AP"] == summary["AP"]
-    assert set(summary["seconds"]) == {"data", "screen", "search", "train", "eval"}
+    assert set(summary["seconds"]) == {"data", "check", "screen", "search", "train", "eval"}
     assert json.loads((out / "summary.json").read_text())["AP50"] == summary["AP50"]
     for stage in ("screen", "search", "train"):
         assert any((out / stage / "tensorboard").iterdir())
@@ -157,3 +157,43 @@ def test_screen_keeps_few_checkpoints_and_logs_lr_and_op_counts(demo, tmp_path):
     # the op counts after the last epoch's removals: 4 -> 3 -> 2 per component
     for comp in ("backbone", "neck", "head"):
         assert [s.value for s in events.Scalars(f"num_ops/{comp}")][-1] == 2
+
+
+def test_pipeline_on_a_coco_folder_with_the_hand_pick_beside(demo, tmp_path, capsys):
+    """`hitdet pipeline --baseline`: the demo's stages on any COCO folder, and the stage-ir hand pick by one recipe."""
+    from search_spaces.hand_picks import hand_pick
+
+    out, _ = demo
+    run = tmp_path / "pipe"
+    sets = [*[f"screen.{s}" for s in [*TINY, "train.epochs=2", "strategy.arch_start_epoch=1", "strategy.num_ops=2"]],
+            *[f"search.{s}" for s in [*TINY, "train.epochs=1", "strategy.arch_start_epoch=0"]],
+            *[f"train.{s}" for s in ["epochs=1", "batch_size=4", "detector.min_size=64", "detector.max_size=80"]]]
+    code = main(["pipeline", "--data", str(out / "data"), "--out", str(run), "--baseline", "--no-progress",
+                 *[f"--set={s}" for s in sets]])
+    assert code == 0
+    summary = json.loads((run / "summary.json").read_text())
+    searched = load_architecture(run / "search" / "architecture.json")
+    picked = load_architecture(run / "baseline" / "train" / "architecture.json")
+    # the hand pick is built in the searched detector's own structure, at its channels
+    assert picked.sample() == hand_pick("stage-ir", searched.structure)
+    assert picked.structure.stages == searched.structure.stages
+    base_metrics = json.loads((run / "baseline" / "eval" / "metrics.json").read_text())["metrics"]
+    assert summary["baseline"]["name"] == "stage-ir" and summary["baseline"]["AP"] == base_metrics["AP"]
+    assert {"check", "screen", "search", "train", "eval", "baseline train", "baseline eval"} == set(summary["seconds"])
+    printed = capsys.readouterr().out
+    assert "hand pick stage-ir" in printed and "verdict" in printed
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "epochs=2"], "expected STAGE.KEY=VALUE"),
+    (["--baseline", "nope"], "unknown hand pick 'nope'"),
+    (["--set", "search.strategy.bogus=1"], "strategy.bogus: unknown key"),
+])
+def test_pipeline_bad_input_is_one_line_exit_2(tmp_path, args, message):
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "hitdet", "pipeline", "--data", str(tmp_path), "--out", str(run),
+                           *args], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+    assert not run.exists()

@@ -1,47 +1,66 @@
-"""Screening ranks ops by quality, not by initialisation (issue: the printed `min` removed noise).
+"""Screening keeps the ops that are good alone, on seeds that were not used to choose its defaults.
 
-On the toy of ``screening_toy.py`` the stand-alone quality of each op is measured first (the
-network with that op everywhere, trained alone). Then the default screening keeps 3 of the 6
-ops for 3 initialisation seeds on the same data. It must keep the same ops each time, rank the
-ops like their stand-alone quality, and not follow the initial α column norms.
+On the toy of ``screening_toy.py`` each op's stand-alone quality is measured first (the network
+with that op everywhere, trained alone). Two teachers tell op *size* from op *quality*: on the
+``deep`` one the larger ops are better alone, on the ``linear`` one ``skip`` is the best op alone
+and every larger op is worse. A screening that ranked by size would pass the first and fail the
+second.
+
+The defaults were chosen on initialisation seeds 0-11 and described on 30-35
+(``benchmarks/screening_readings.py``, docs/evidence.md); these tests screen with seeds 40-42.
+The bounds are the measured rates with room for seed noise: the best op alone was kept in every
+measured screen of both teachers; the rank correlation with the stand-alone order is positive
+but loose (a single seed may be near 0), so only its mean is bounded.
 """
 
 from __future__ import annotations
 
-import itertools
 import statistics
 
 import pytest
 import screening_toy as toy
-import torch
+
+UNSEEN = (40, 41, 42)
 
 
-@pytest.fixture(scope="module")
-def toy_data() -> tuple[torch.utils.data.TensorDataset, dict[str, float]]:
-    x, y = toy.make_data(384, seed=0).tensors
-    train = torch.utils.data.TensorDataset(x[:256], y[:256])
-    test = torch.utils.data.TensorDataset(x[256:], y[256:])
-    return train, toy.standalone_losses(train, test)
+@pytest.fixture(scope="module", params=toy.TEACHERS)
+def teacher(request):  # type: ignore[no-untyped-def]
+    train, test = toy.split(request.param)
+    return request.param, train, toy.standalone_losses(train, test)
 
 
-def test_default_screening_keeps_the_ops_that_are_good_alone(toy_data) -> None:  # type: ignore[no-untyped-def]
-    train, standalone = toy_data
+def test_the_two_teachers_disagree_on_size_and_quality(teacher) -> None:  # type: ignore[no-untyped-def]
+    name, _, standalone = teacher
+    best = min(standalone, key=standalone.get)
+    if name == "linear":
+        assert best == "skip", standalone  # the smallest op is the best alone
+    else:
+        assert best != "skip" and standalone["skip"] == max(standalone.values()), standalone
+
+
+def test_default_screening_keeps_the_best_op_alone_on_unseen_seeds(teacher) -> None:  # type: ignore[no-untyped-def]
+    name, train, standalone = teacher
+    best = min(standalone, key=standalone.get)
     alone = toy.ranks(standalone, higher_is_better=False)
-    # the toy discriminates: the best three alone are clearly better than the rest
-    ordered = sorted(standalone, key=standalone.get)
-    assert standalone[ordered[3]] > 1.1 * standalone[ordered[2]]
-    kept, rho_quality, rho_initial, initial_orders = [], [], [], []
-    for seed in range(3):
-        strategy, initial = toy.screen(train, seed=seed)  # the default settings
+    rho_quality, rho_initial = [], []
+    for seed in UNSEEN:
+        strategy, initial = toy.screen(train, seed=seed)  # the default settings (screen_keep off: see the toy)
+        kept = set(strategy.export_result().sub_spaces.kept["backbone"])
+        assert best in kept, (name, seed, kept, standalone)
         final = toy.ranks(toy.final_scores(strategy), higher_is_better=True)
-        kept.append(set(strategy.export_result().sub_spaces.kept["backbone"]))
         rho_quality.append(toy.spearman(final, alone))
-        init_rank = toy.ranks(initial, higher_is_better=True)
-        rho_initial.append(toy.spearman(final, init_rank))
-        initial_orders.append(tuple(sorted(init_rank, key=init_rank.get)))
-    jaccard = statistics.mean(toy.jaccard(a, b) for a, b in itertools.combinations(kept, 2))
-    assert jaccard >= 0.75, kept
-    assert statistics.mean(rho_quality) >= 0.6, rho_quality
-    # the seeds started from different α orders, and the outcome does not follow them
-    assert len(set(initial_orders)) > 1
-    assert statistics.mean(rho_initial) < 0.5, rho_initial
+        rho_initial.append(toy.spearman(final, toy.ranks(initial, higher_is_better=True)))
+    assert statistics.mean(rho_quality) > 0.0, (name, rho_quality)
+    assert statistics.mean(rho_initial) < 0.5, (name, rho_initial)  # the initial α order does not decide
+
+
+def test_skip_drop_path_removes_skip_where_skip_is_best(teacher) -> None:  # type: ignore[no-untyped-def]
+    """Why drop-path on ``skip`` is off by default: where ``skip`` is the best op alone, it removes it."""
+    name, train, _ = teacher
+    if name != "linear":
+        pytest.skip("the linear teacher is the one where skip is best alone")
+    removed = 0
+    for seed in UNSEEN:
+        strategy, _ = toy.screen(train, seed=seed, skip_drop_prob=0.3)
+        removed += "skip" not in strategy.export_result().sub_spaces.kept["backbone"]
+    assert removed >= 2, removed

@@ -114,7 +114,8 @@ class Alphabetical(RankingRule):
 def test_a_custom_ranking_rule_decides_the_removals() -> None:
     RANKING_RULES.register("test_alphabetical")(Alphabetical)
     try:
-        strategy = common.run(mode="screen", num_ops=2, epochs=3, arch_start_epoch=1, scoring="test_alphabetical")
+        strategy = common.run(mode="screen", num_ops=2, epochs=3, arch_start_epoch=1, scoring="test_alphabetical",
+                              screen_keep=())  # the rule alone decides
     finally:
         del RANKING_RULES["test_alphabetical"]
     rule = strategy.oneshot_module.screener.rule
@@ -157,11 +158,12 @@ def test_settings_as_set_and_as_used() -> None:
     assert {k: s.to_dict(resolved=False)[k] for k in ("penalty_lambda", "skip_drop_prob", "decision")} == {
         "penalty_lambda": None, "skip_drop_prob": None, "decision": None}
     assert {k: s.to_dict()[k] for k in ("penalty_lambda", "skip_drop_prob", "decision")} == {
-        "penalty_lambda": 0.0, "skip_drop_prob": 0.3, "decision": "argmax"}
+        "penalty_lambda": 0.0, "skip_drop_prob": 0.0, "decision": "argmax"}
     assert SearchSettings(target_macs=1e6).to_dict()["decision"] == "budget"
     # a copy for another mode keeps "the mode's default", not the first mode's value
     assert HitDetStrategy("search", settings=s).settings.lam == 0.01
     assert HitDetStrategy.from_settings(s, mode="search").settings.skip_drop == 0.0
+    assert s.screen_keep == ("skip",) and SearchSettings(screen_keep=[]).screen_keep == ()
     with pytest.raises(ValueError, match="decision: 'budget'"):
         SearchSettings(decision="budget")
     with pytest.raises(ValueError, match="scoring: must be one of epoch_mean, snapshot"):

@@ -68,7 +68,7 @@ class Scale:
     max_tries: int = 20000
 
 
-# The demo's stage settings (hitdet.demo.DemoSettings): screen a half-width proxy, 4 epochs of 6 steps;
+# The demo's stage settings (hitdet.pipeline.PipelineSettings): screen a half-width proxy, 4 epochs of 6 steps;
 # search 3 epochs of 8 steps; every row retrained by the synth-cpu recipe at the space's own width.
 _CPU_SCREEN = ["train.width=0.5", "train.epochs=4", "train.batch_size=4", "train.half_depth=true",
                "strategy.arch_start_epoch=1", "steps_per_epoch=6"]
