@@ -75,9 +75,16 @@ def test_resume_continues_and_eval_reproduces_validation(run: dict[str, Path], c
     arch = str(out / "architecture.json")
     assert main(["eval", arch, "--weights", str(out / "last.pt"), "--data", str(data), "--out", str(ev),
                  "--batch-size", "1"]) == 0
-    assert "AP50" in capsys.readouterr().out
-    metrics = json.loads((ev / "metrics.json").read_text())["metrics"]
+    printed = capsys.readouterr().out
+    assert "AP50" in printed and "Per-category box AP" in printed
+    written = json.loads((ev / "metrics.json").read_text())
+    metrics = written["metrics"]
     assert metrics["AP"] == pytest.approx(history[-1]["AP"], abs=1e-6)  # the same model, the same numbers
+    # one row per category of the data, named as in its annotations; AP is the mean of those with ground truth
+    assert [(r["category_id"], r["name"]) for r in written["per_class"]] == [
+        (c["id"], c["name"]) for c in sorted(SYNTH_CATEGORIES, key=lambda c: c["id"])]
+    seen = [r["AP"] for r in written["per_class"] if r["AP"] is not None]
+    assert metrics["AP"] == pytest.approx(sum(seen) / len(seen), abs=1e-9)
     dets = json.loads((ev / "detections.json").read_text())
     assert {d["category_id"] for d in dets} <= {c["id"] for c in SYNTH_CATEGORIES}  # original ids
 
