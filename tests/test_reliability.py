@@ -148,3 +148,39 @@ def test_iscrowd_bool_and_size_from_the_file(tmp_path: Path, capsys: pytest.Capt
                         images=[{"id": 1, "file_name": "a.png"}])  # no width/height: read from the file
     assert main(["data", "check", str(data), "--splits", "train"]) == 0
     assert "3 boxes" not in (out := capsys.readouterr().out) and "2 boxes, 1 crowd" in out, out
+
+
+def test_schedule_recovery_after_a_divergence_takes_effect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """After exit 3, --resume may change gamma and the milestones (with the lr); run.json records each, and the
+    optimiser runs at the new values from the first step (not at the checkpoint's saved lr)."""
+    import json
+
+    import yaml
+
+    from hitdet.data import SynthSpec, write_synthetic
+    from tests.test_nonfinite import TRAIN, inject_nan
+
+    data = write_synthetic(tmp_path / "data", SynthSpec(num_train=8, num_val=4, seed=3))
+    run = tmp_path / "run"
+    inject_nan(monkeypatch, 3, run / "checkpoints" / "last.ckpt")  # 2 steps an epoch: diverges in epoch 2
+    assert main(["train", "hit-detector", "--data", str(data), "--out", str(run), "--epochs", "2", *TRAIN]) == 3
+    monkeypatch.undo()
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    lr, gamma, milestones = cfg["lr"], cfg["gamma"], cfg["milestones"]
+    assert (gamma, milestones) != (0.5, [1])
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--no-progress", "--set", f"lr={lr / 4}",
+                 "--set", "gamma=0.5", "--set", "milestones=[1]"]) == 0
+    record = json.loads((run / "run.json").read_text())
+    assert record["recoveries"][-1]["gamma"] == {"from": gamma, "to": 0.5}
+    assert record["recoveries"][-1]["milestones"] == {"from": milestones, "to": [1]}
+    assert record["recoveries"][-1]["lr"] == {"from": lr, "to": lr / 4} and "diverged" not in record
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    sched, group = ckpt["lr_schedulers"][0], ckpt["optimizer_states"][0]["param_groups"][0]
+    step = sched["last_epoch"]
+    assert step == 4  # two epochs of two steps
+    wi, wr = cfg["warmup_iters"], cfg["warmup_ratio"]
+    warm = wr + (1 - wr) * step / wi if step < wi else 1.0
+    assert sched["base_lrs"] == [lr / 4]
+    assert group["lr"] == pytest.approx(lr / 4 * 0.5 * warm, rel=1e-12)  # past milestone 1 (step 2): x gamma

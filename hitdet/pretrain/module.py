@@ -67,6 +67,19 @@ class ClassificationModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         load_rng_states(checkpoint)
+        # An lr changed on --resume (a recovery after a divergence) takes effect at once: Lightning restores the
+        # saved scheduler and optimiser states after this hook, and their saved lr would override the config's.
+        lr = self.config.total_lr(self.trainer.world_size)
+        for sched in checkpoint.get("lr_schedulers") or []:
+            old = sched.get("base_lrs") or []
+            if not old or all(b == lr for b in old):
+                continue
+            scale = lr / old[0]
+            sched["base_lrs"] = [lr for _ in old]
+            sched["_last_lr"] = [v * scale for v in sched.get("_last_lr", [])]
+            for opt in checkpoint.get("optimizer_states") or []:
+                for group in opt.get("param_groups", []):
+                    group["initial_lr"], group["lr"] = lr, group["lr"] * scale
 
     def configure_optimizers(self) -> dict:
         cfg = self.config

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -80,6 +80,32 @@ class DetectionModule(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         load_rng_states(checkpoint)
+        self._apply_recovery(checkpoint)
+
+    def _apply_recovery(self, checkpoint: dict[str, Any]) -> None:
+        """A resume that changed the lr or the schedule (a recovery after a divergence) takes effect at once.
+
+        Lightning restores the optimiser's and the scheduler's states after this hook, from this
+        dictionary: their saved base lr (and the lr of the step the run stopped at) would otherwise
+        override the config's new ``lr``, and the step schedule's new ``gamma``/``milestones`` would
+        apply only from the next step. Untouched when those keys are as the run had them.
+        """
+        saved = (checkpoint.get("hyper_parameters") or {}).get("config") or {}
+        keys = ("lr", "base_lr", "gamma", "milestones", "warmup_iters", "warmup_ratio", "schedule")
+        now = self.config.to_dict()
+        if not saved or all(saved.get(k) == now.get(k) for k in keys):
+            return
+        lr = self.config.total_lr(self._world_size())
+        factor = self._lr_factor()
+        for sched in checkpoint.get("lr_schedulers") or []:
+            step = int(sched.get("last_epoch", 0))
+            sched["base_lrs"] = [lr for _ in sched.get("base_lrs", [])]
+            sched["_last_lr"] = [lr * factor(step) for _ in sched.get("_last_lr", [])]
+            for opt in checkpoint.get("optimizer_states") or []:
+                for group in opt.get("param_groups", []):
+                    group["initial_lr"], group["lr"] = lr, lr * factor(step)
+        if "hyper_parameters" in checkpoint:
+            checkpoint["hyper_parameters"]["config"] = now
 
     def _check_finite(self, loss: torch.Tensor, losses: Mapping[str, torch.Tensor]) -> None:
         """Stop training on a NaN or infinite loss, before it reaches a backward pass or a checkpoint.
@@ -119,18 +145,20 @@ class DetectionModule(LightningModule):
         batches = trainer.num_training_batches
         return max(1, int(batches)) if math.isfinite(batches) else 1
 
+    def _lr_factor(self) -> Callable[[int], float]:
+        """The lr multiplier per optimiser step of the config's schedule (warm-up, then steps or cosine)."""
+        cfg = self.config
+        if cfg.schedule == "cosine":
+            return warmup_cosine_factor(self.steps_per_epoch() * cfg.epochs, cfg.warmup_iters, cfg.warmup_ratio)
+        return warmup_step_factor(self.steps_per_epoch(), cfg.milestones, cfg.gamma, cfg.warmup_iters,
+                                  cfg.warmup_ratio)
+
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.config
         lr = cfg.total_lr(self._world_size())
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        if cfg.schedule == "cosine":
-            factor = warmup_cosine_factor(self.steps_per_epoch() * cfg.epochs, cfg.warmup_iters, cfg.warmup_ratio)
-        else:
-            factor = warmup_step_factor(
-                self.steps_per_epoch(), cfg.milestones, cfg.gamma, cfg.warmup_iters, cfg.warmup_ratio
-            )
-        scheduler = LambdaLR(optimizer, factor)
+        scheduler = LambdaLR(optimizer, self._lr_factor())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
 
     def configure_gradient_clipping(

@@ -37,7 +37,9 @@ __all__ = ["architecture_categories", "is_launched_child", "last_good_checkpoint
            "make_eval_loader", "make_train_loader", "recorded_data", "train"]
 
 RESUME_MAY_CHANGE = ("epochs",)  # --resume --epochs N extends a run
-RECOVERY_KEYS = ("lr", "grad_clip_norm")  # may change on --resume only after a divergence (exit 3); run.json
+# may change on --resume only after a divergence (exit 3), each change recorded in run.json's recoveries:
+# the step size (lr), the clipping, and the step schedule (gamma, milestones: docs/reliability.md)
+RECOVERY_KEYS = ("lr", "grad_clip_norm", "gamma", "milestones")
 
 
 def load_datasets(
