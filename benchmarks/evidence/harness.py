@@ -460,11 +460,17 @@ class Harness:
             specs = [s for s in self.row_specs(data, settings, lrs, searched=False)]
             self.run_jobs(job_train, specs, "baseline rows")
             return {"markdown": f"baselines of {self.dataset} trained (hand picks, torchvision)"}
-        self.searches(data)
+        if not self.args.report_now:
+            self.searches(data)
         if self.args.searches_only:
             return {"markdown": f"searches of {self.dataset} done ({', '.join(self.variants)})"}
         specs = self.row_specs(data, settings, lrs)
-        self.run_jobs(job_train, specs, "rows")
+        if self.args.report_now:  # the rows trained so far (another harness may still be training the rest)
+            done = [s for s in specs if Path(s["path"]).is_file()]
+            self.say(f"report on {len(done)} of {len(specs)} rows trained so far")
+            specs = done
+        else:
+            self.run_jobs(job_train, specs, "rows")
         from benchmarks.evidence.report import build_report
 
         report = build_report(self, specs, settings, lrs)
@@ -501,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-control", action="store_true", help="skip the penalty-only control")
     p.add_argument("--jobs", type=int, default=2, help="processes at a time (default 2)")
     p.add_argument("--searches-only", action="store_true", help="stop after the screens and searches")
+    p.add_argument("--report-now", action="store_true",
+                   help="train nothing more: report on the rows trained so far (needs the searches done)")
     p.add_argument("--baselines-only", action="store_true",
                    help="stop after the learning-rate sweep and the baseline rows (hand picks, torchvision)")
     args = p.parse_args(argv)
