@@ -86,8 +86,9 @@ def main() -> None:
         alone = toy.ranks(standalone, higher_is_better=False)
         best = min(standalone, key=standalone.get)
         x, y = train.tensors[0][:64], train.tensors[1][:64]
-        proxies = {"synflow": lambda net: synflow(net, tuple(x.shape[1:])), "naswot": lambda net: naswot(net, x),
-                   "grad-norm": lambda net: grad_norm(net, x, y)}
+        proxies = {"synflow": lambda net, x=x: synflow(net, tuple(x.shape[1:])),
+                   "naswot": lambda net, x=x: naswot(net, x),
+                   "grad-norm": lambda net, x=x, y=y: grad_norm(net, x, y)}
         for name, fn in proxies.items():
             rhos, tops, secs = [], 0, []
             for seed in range(args.seeds):
