@@ -288,6 +288,8 @@ PRETRAIN = ["pretrain", "--arch", "hit-detector", "--width", "0.0625", "--data",
 EVAL = ["eval", "{model}/arch.json", "--weights", "{model}/w.pt", "--data", "{data}", "--out", "{out}", "--no-progress"]
 PREDICT = ["predict", "{model}/arch.json", "{tmp}/img.png", "--weights", "{model}/w.pt", "--out", "{out}"]
 EXPORT = ["export", "{model}/arch.json", "--weights", "{model}/w.pt", "--out", "{out}"]
+BENCH = ["bench", "{model}/arch.json", "--out", "{out}", "--runs", "1", "--warmup", "0", "--batch", "1"]
+CONVERT = ["convert-weights", "{tmp}/w.pth", "--out", "{out}"]
 CHECK = ["data", "check", "{tmp}/d"]
 
 
@@ -641,6 +643,34 @@ NEW_CASES: list[tuple[str, list[str], dict[str, Any], str]] = [
                                "{tmp}/afile/d.pt"], {"afile": "x"}, "afile"),
     ("export-out-read-only", ["export", "{model}/arch.json", "--weights", "{model}/w.pt", "--out", "{tmp}/ro/d.pt"],
      {"ro": READ_ONLY}, "ro"),
+    ("export-program-input-size", [*EXPORT, "--format", "exported-program", "--input-size", "0x5"], {},
+     "sizes must be positive"),
+    # -- hitdet bench
+    ("bench-batch-0", [*BENCH, "--batch", "0"], {}, "--batch: must be >= 1, got 0"),
+    ("bench-runs-0", [*BENCH, "--runs", "0"], {}, "--runs: must be >= 1, got 0"),
+    ("bench-warmup-negative", [*BENCH, "--warmup", "-1"], {}, "--warmup: must be >= 0, got -1"),
+    ("bench-precision", [*BENCH, "--precision", "8-true"], {}, "--precision: invalid choice: '8-true'"),
+    ("bench-arch-missing", ["bench", "{tmp}/nope.json", "--out", "{out}"], {}, "nope.json: no such file"),
+    ("bench-weights-garbage", [*BENCH, "--weights", "{tmp}/w.pt"], {"w.pt": os.urandom(256)},
+     "w.pt: cannot read weights"),
+    ("bench-weights-other-arch", ["bench", "{tmp}/arch.json", "--weights", "{model}/w.pt", "--out", "{out}"],
+     {"arch.json": ARCH_OTHER}, "weights do not fit this architecture"),
+    ("bench-out-not-bench", BENCH, {"out": '{"mine": 1}'}, "not a bench result (use --force"),
+    ("bench-out-is-folder", BENCH, {"out/.keep": ""}, "is a folder"),
+    # -- hitdet convert-weights
+    ("convert-weights-no-out", ["convert-weights", "{tmp}/w.pth"], {"w.pth": _torch_bytes({})}, "--out: required"),
+    ("convert-weights-missing", CONVERT, {}, "w.pth: no such file"),
+    ("convert-weights-garbage", CONVERT, {"w.pth": b"not a checkpoint " * 16}, "w.pth: not a torch checkpoint"),
+    ("convert-weights-other-layout", CONVERT, {"w.pth": _torch_bytes({"features.0.weight": torch.zeros(3)})},
+     "not the authors' FBNet backbone layout"),
+    ("convert-weights-too-few-layers", CONVERT,
+     {"w.pth": _torch_bytes({"module.layers.0.conv.weight": torch.zeros(16, 3, 3, 3)})},
+     "the architecture's backbone has 23 blocks (layers.0-22), but layers.1 is missing"),
+    ("convert-weights-out-exists", CONVERT, {"w.pth": _torch_bytes({}), "out": "old"}, "file exists (use --force"),
+    # -- --num-nodes
+    ("train-num-nodes-0", [*TRAIN, "--num-nodes", "0"], {}, "--num-nodes: must be >= 1, got 0"),
+    ("screen-num-nodes-one-node-strategy", [*SCREEN, "--accelerator", "cpu", "--num-nodes", "2", "--strategy",
+                                            "single_device"], {}, "strategy 'single_device' runs on one node"),
     # -- hitdet plot
     ("plot-dpi-low", ["plot", "hit-detector", "--out", "{tmp}/a.png", "--dpi", "10"], {}, "--dpi must be between"),
     ("plot-dpi-huge", ["plot", "hit-detector", "--out", "{tmp}/a.png", "--dpi", "100000"], {}, "--dpi must be"),

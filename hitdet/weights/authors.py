@@ -99,7 +99,7 @@ def _torch_load(path: Path) -> Any:
         raise UserError(f"{path}: holds more than tensors and cannot be read safely (it pickles {unsafe[1]}); if you "
                         "trust it, re-save its state dict: torch.save(torch.load(F, weights_only=False)['state_dict'], "
                         "'plain.pth')") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # torch's unpickler raises many types (IndexError, KeyError ...) on garbage
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: not a torch checkpoint ({first[:160]})") from None
 

@@ -14,7 +14,6 @@ too when the architecture's ops are given (the chosen candidates are extracted).
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -109,7 +108,7 @@ def read_backbone_weights(path: str | os.PathLike[str]) -> BackboneWeights:
         raise UserError(f"{name}: no such weights file")
     try:
         data = torch.load(name, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # torch's unpickler raises many types (IndexError, KeyError ...) on garbage
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{name}: not a torch weights file ({first})") from None
     if isinstance(data, dict) and data.get("format") == FORMAT:
