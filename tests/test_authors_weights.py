@@ -9,7 +9,6 @@ and a classifier as in a DataParallel ImageNet checkpoint.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -213,7 +212,6 @@ def test_prefixes_are_stripped_as_their_loader_strips_them(tmp_path: Path) -> No
         torch.save(state, tmp_path / f"{name}.pth")
         got = read_authors_state_dict(tmp_path / f"{name}.pth")
         assert set(got) == set(plain), name  # a detector checkpoint: its backbone.* only
-    assert json.dumps(sorted(got)[:1])  # keys are plain strings
 
 
 def test_a_checkpoint_with_pickled_objects_is_not_unpickled(tmp_path: Path, capsys) -> None:

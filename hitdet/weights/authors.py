@@ -58,7 +58,6 @@ FBNET_HIT_OPS = (
 )
 _PREFIXES = ("module.", "backbone.")
 _LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
-_BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
 @dataclass
@@ -222,7 +221,7 @@ def convert_authors_backbone(
         pending_bias: torch.Tensor | None = None
         for (kind, their_prefix, params), (_, name, module) in zip(theirs, ours, strict=True):
             where = f"{our_prefix}.{name}"
-            own = {k: v for k, v in module.state_dict().items()}
+            own = dict(module.state_dict())
             if kind == "conv":
                 extra = set(params) - {"weight", "bias"}
                 if "weight" not in params or extra:
