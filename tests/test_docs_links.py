@@ -152,3 +152,10 @@ def test_every_docs_page_is_linked() -> None:
                     linked.add(dest)
     orphans = [p.name for p in DOCS[1:] if p.resolve() not in linked]
     assert not orphans, f"not linked from README.md or another docs page: {orphans}"
+
+
+def test_docs_do_not_point_at_readme_sections() -> None:
+    """The README is a front door: reference lives in docs/, so no page sends a reader to a README section."""
+    stale = [f"{p.name}:{i}" for p in DOCS[1:] for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+             if re.search(r"README's\s*$|README's \"|README, \"", line)]
+    assert not stale, f"pages that point at a README section (link the docs page instead): {stale}"
