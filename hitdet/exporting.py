@@ -163,14 +163,16 @@ def export_exported_program(
 
 def load_exported_program(
     path: str | os.PathLike[str],
-) -> tuple[torch.export.ExportedProgram, dict[str, Any] | None, tuple[int, int]]:
-    """A ``.pt2`` detector file: the program, the architecture JSON (a dict) saved with it if any, its input size."""
+) -> tuple[torch.export.ExportedProgram, dict[str, Any] | None, tuple[int, int] | None]:
+    """A ``.pt2`` detector file: the program, and the architecture JSON (a dict) and input size (H, W) saved with
+    it (None for a file ``hitdet export`` did not write)."""
     import torchvision  # noqa: F401  (registers torchvision::nms and roi_align, which the program calls)
 
     extra = {ARCHITECTURE_KEY: "", INPUT_SIZE_KEY: ""}
     program = torch.export.load(str(path), extra_files=extra)
-    h, w = (int(v) for v in extra[INPUT_SIZE_KEY].split("x"))
-    return program, (json.loads(extra[ARCHITECTURE_KEY]) if extra[ARCHITECTURE_KEY] else None), (h, w)
+    size = tuple(int(v) for v in extra[INPUT_SIZE_KEY].split("x")) if extra[INPUT_SIZE_KEY] else None
+    arch = json.loads(extra[ARCHITECTURE_KEY]) if extra[ARCHITECTURE_KEY] else None
+    return program, arch, size  # type: ignore[return-value]
 
 
 def export_onnx(
