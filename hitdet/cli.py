@@ -11,10 +11,14 @@ anything else is an internal error: traceback and exit code 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import re
 import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any
 
 from hitdet.errors import UserError
 from search_spaces.quiet import ignore_nni_import_warnings
@@ -40,7 +44,7 @@ COMMAND_MODULES = [
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own usage errors already exit 2
-        self.exit(2, f"{self.prog}: error: {suggest_choice(message)}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(suggest_choice(message))}\n")
 
 
 def suggest_choice(message: str) -> str:
@@ -56,6 +60,43 @@ def suggest_choice(message: str) -> str:
         return message
     return (f"{message[: found.start()]}invalid choice: {found.group(1)!r} (did you mean {near!r}? "
             f"choose from {found.group(2)})")
+
+
+def one_line(text: object) -> str:
+    """``text`` on one line: a newline or carriage return inside it (a path may hold one) written as ``\\n``."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
+_OWN_MODULES = ("hitdet", "search_spaces", "strategies", "examples", "benchmarks")
+
+
+def _issued_by_hitdet() -> bool:
+    """Whether the warning being shown was issued by hitdet's own code (whatever its stacklevel points at)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.endswith("warnings.py"):
+        frame = frame.f_back  # warnings.py's frames; the C warn() has none: the next one called warn()
+    name = frame.f_globals.get("__name__", "") if frame is not None else ""
+    return name.split(".")[0] in _OWN_MODULES
+
+
+@contextlib.contextmanager
+def hitdet_warnings(command: str) -> Iterator[None]:
+    """hitdet's own warnings as one line, ``hitdet COMMAND: warning: ...``: not under the library file and line
+    that ``stacklevel`` points at (``pytorch_lightning/trainer/call.py:177:`` for a warning from a hook)."""
+    shown = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if _issued_by_hitdet():
+            print(f"hitdet {command}: warning: {one_line(message)}", file=file or sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     # "data synth": the name argparse's own errors give a data action, so that both kinds of error read alike
     command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
     try:
-        code = args.func(args)
+        with hitdet_warnings(command):
+            code = args.func(args)
     except UserError as exc:
         kind = "" if exc.exit_code in (130, 143) else "error: "  # hitdet.runs.RunInterrupted: a stop, not an error
-        print(f"hitdet {command}: {kind}{exc}", file=sys.stderr)
+        print(f"hitdet {command}: {kind}{one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"hitdet {command}: interrupted", file=sys.stderr)
@@ -101,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
             raise
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"hitdet {command}: error: {where}cannot write: {exc.strerror}", file=sys.stderr)
+        print(f"hitdet {command}: error: {one_line(where)}cannot write: {exc.strerror}", file=sys.stderr)
         return 2
     return int(code or 0)
 

@@ -29,6 +29,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -356,6 +357,11 @@ class _StrictLoader(yaml.SafeLoader):
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a config",
                                               event.start_mark)
         return super().compose_node(parent, index)
+
+
+# YAML 1.2 numbers that YAML 1.1 (PyYAML) reads as strings: 1e-3, 5E4, -2e+1 (no dot). Users write lr: 1e-3.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def _safe_load(text: str, source: str) -> Any:

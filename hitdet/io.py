@@ -247,8 +247,14 @@ def _bracket_depth(raw: bytes, chunk: int = 1 << 24) -> int:
 def parse_json(text: str | bytes, source: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """Parse JSON ``text``; every failure is a UserError naming ``source`` (and the line where known)."""
     raw = text.encode("utf-8") if isinstance(text, str) else text
+    if isinstance(text, bytes):
+        head = text[:4]
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(head) >= 2 and b"\x00" in head):
+            # UTF-16/32 (what json.loads would guess from the NULs): RFC 8259 requires UTF-8, and so does hitdet
+            raise UserError(f"{source}: cannot read: UTF-16 or UTF-32 text; JSON must be UTF-8 "
+                            "(convert it, e.g. iconv -f UTF-16 -t UTF-8)")
     try:
-        data = json.loads(text)
+        data = json.loads(text.decode("utf-8-sig") if isinstance(text, bytes) else text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{source}: invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:

@@ -154,7 +154,12 @@ class SearchSettings:
             raise ValueError(f"arc_betas: must be two numbers in [0, 1), e.g. [0.5, 0.999], got {betas!r}")
         self.arc_betas = (float(betas[0]), float(betas[1]))
         if self.screen_components is not None:
-            self.screen_components = tuple(self.screen_components)
+            comps = self.screen_components
+            if isinstance(comps, str) or not isinstance(comps, (list, tuple)) or \
+                    not all(isinstance(c, str) for c in comps):
+                raise ValueError(f"screen_components: must be a list of component names, e.g. [backbone, neck], "
+                                 f"got {comps!r}")
+            self.screen_components = tuple(comps)
         if isinstance(self.screen_keep, str) or not all(isinstance(op, str) for op in self.screen_keep):
             raise ValueError(f"screen_keep: must be a list of op names, got {self.screen_keep!r}")
         self.screen_keep = tuple(self.screen_keep)

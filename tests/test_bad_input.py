@@ -409,6 +409,16 @@ NEW_CASES: list[tuple[str, list[str], dict[str, Any], str]] = [
      {k: v for k, v in _check_set().items() if not k.startswith("d/train/")}, "images folder not found"),
     ("data-check-nested", CHECK, _check_set(**{"d/annotations/instances_train.json": json.dumps(
         {"images": [], "categories": [], "info": json.loads("[" * 70 + "]" * 70)})}), "JSON nested deeper than"),
+    # -- messages (issue 23)
+    ("screen-components-nested", [*SCREEN, "--set", "strategy.screen_components=[[backbone]]"], {},
+     "strategy.screen_components: must be a list of component names, e.g. [backbone, neck], got [['backbone']]"),
+    ("search-subspaces-components-list", [*SEARCH, "--sub-spaces", "{tmp}/subs.json"],
+     {"subs.json": json.dumps({**SUBSPACES_OK, "components": [["backbone"]]})}, "'components' must be a"),
+    ("info-arch-utf16", ["info", "{tmp}/arch.json"], {"arch.json": json.dumps(PRESET).encode("utf-16")},
+     "arch.json: cannot read: UTF-16 or UTF-32 text; JSON must be UTF-8"),
+    ("train-data-newline", ["train", "hit-detector", "--data", "{tmp}/two\nlines", "--out", "{out}", *TINY_TRAIN],
+     {}, "two\\nlines"),
+    ("info-arch-newline", ["info", "{tmp}/a\nb.json"], {}, "a\\nb.json: no such file"),
     # -- COCO values (issue 23): iscrowd 0/1 or a bool, annotation ids unique, sizes as the files have them
     *[(f"data-check-iscrowd-{name}", CHECK, _check_set(annotations=_ann(iscrowd=value)),
        f"'iscrowd' must be 0 or 1 (or true/false), got {value!r}")

@@ -184,3 +184,42 @@ def test_schedule_recovery_after_a_divergence_takes_effect(tmp_path: Path, monke
     warm = wr + (1 - wr) * step / wi if step < wi else 1.0
     assert sched["base_lrs"] == [lr / 4]
     assert group["lr"] == pytest.approx(lr / 4 * 0.5 * warm, rel=1e-12)  # past milestone 1 (step 2): x gamma
+
+
+@pytest.mark.parametrize("text,value", [("1e-3", 0.001), ("5E4", 50000.0), ("-2e+1", -20.0), ("1.5e-2", 0.015)])
+def test_yaml_exponent_numbers_are_floats(text: str, value: float, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    """YAML 1.1 (PyYAML) reads 1e-3 as a string; hitdet's configs and --set read it as the number users mean."""
+    import yaml
+
+    from hitdet.config import read_yaml
+
+    (tmp_path / "c.yaml").write_text(f"lr: {text}\nname: 1e3x\n")
+    assert read_yaml(tmp_path / "c.yaml") == {"lr": value, "name": "1e3x"}
+    assert main(["train", "hit-detector", "--out", str(tmp_path / "r"), "--config", "synth-cpu", "--set",
+                 f"lr={text}" if value > 0 else "lr=1e-3", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["lr"] == (value if value > 0 else 0.001)
+
+
+def test_hitdet_warnings_are_one_line_without_the_library_location(capsys: pytest.CaptureFixture) -> None:
+    """A hitdet warning whose stacklevel points into a library (a Lightning hook) reads "hitdet CMD: warning: ..."."""
+    import warnings
+
+    from hitdet.cli import hitdet_warnings
+
+    hitdet_side: dict[str, Any] = {"__name__": "hitdet.training.fake", "warnings": warnings}
+    exec(compile("def warn_twice_up():\n    warnings.warn('width\\nscaled twice', UserWarning, stacklevel=2)\n",
+                 "hitdet/training/fake.py", "exec"), hitdet_side)
+    library_side: dict[str, Any] = {"__name__": "pytorch_lightning.trainer.call", "f": hitdet_side["warn_twice_up"]}
+    exec(compile("def hook():\n    f()\n", "pytorch_lightning/trainer/call.py", "exec"), library_side)
+    other: dict[str, Any] = {"__name__": "somelib", "warnings": warnings}
+    exec(compile("def warn():\n    warnings.warn('from a library', UserWarning)\n", "somelib.py", "exec"), other)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with hitdet_warnings("train"):
+            library_side["hook"]()
+            other["warn"]()
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == "hitdet train: warning: width\\nscaled twice"
+    assert "call.py" not in err and err.count("hitdet train: warning:") == 1  # a library's own keeps Python's form
