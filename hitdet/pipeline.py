@@ -95,7 +95,7 @@ def run_pipeline(data: str | os.PathLike[str], out: str | os.PathLike[str], sett
 
     settings = settings or PipelineSettings()
     configs(settings)  # a bad recipe or key: one line before the run folder is touched
-    with Run(out, force=force, command="pipeline", inputs={"--data": data}) as run:
+    with Run(out, force=force, command="pipeline", inputs={"--data": data, "--config": settings.recipe}) as run:
         return run_stages(Path(data), run.out, settings, progress, title=title)
 
 

@@ -52,6 +52,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
             Image.new("RGB", (8, 8)).save(root / "C" / split / cls / "x.png")
     (root / "K").mkdir()
     (root / "K" / "c.yaml").write_text("epochs: 1\n")
+    (root / "K" / "subs.json").write_text(json.dumps({"format": "hitdet-subspaces", "version": 1, "components": {
+        "backbone": {"ops": ["ir_k3_e3", "skip"]}, "neck": {"ops": ["sep_k3"]}, "head": {"ops": ["ir_k3_e3"]}}}))
     return root
 
 
@@ -68,6 +70,12 @@ COMMANDS: dict[str, tuple[str, list[str], list[str]]] = {
                       "--no-progress"], ["D", "M/arch.json", "M/w.pt"]),
     "predict": ("predict", ["predict", "{root}/M/arch.json", "{root}/I", "--weights", "{root}/M/w.pt"],
                 ["I", "M/arch.json", "M/w.pt"]),
+    "pipeline": ("pipeline", ["pipeline", "--data", "{root}/D", "--no-progress"], ["D"]),
+    "search-files": ("search", ["search", "--data", "{root}/D", *TINY_SEARCH, "--sub-spaces", "{root}/K/subs.json"],
+                     ["K/subs.json"]),
+    "pretrain-init": ("pretrain", ["pretrain", "--arch", "hit-detector", "--width", "0.0625", "--data", "{root}/C",
+                                   "--config", "synth-cpu", "--epochs", "1", "--no-progress", "--init-weights",
+                                   "{root}/M/w.pt"], ["M/w.pt"]),
 }
 
 
@@ -117,7 +125,7 @@ def test_force_never_replaces_an_input(name: str, rel: str, where: str, source: 
     if out.is_dir() or not out.exists():
         _mark(out, command)  # a run of this command, as far as run.json goes: only the input check stands
     argv = [a.format(root=root) for a in args] + ["--out", str(out), "--force"]
-    expect = "is not a folder" if out.is_file() else "--out"
+    expect = "is not a folder" if out.is_file() else "the command's input"
     _refused(argv, root, capsys, expect)
     assert out.is_file() or (out / RUN_FILE).is_file()
 
@@ -162,13 +170,25 @@ def test_force_replaces_only_a_run_of_the_same_command(name: str, source: Path, 
         _refused([*args, "--out", str(other), "--force"], tmp_path, capsys, "written by hitdet pretrain")
 
 
-def test_export_refuses_to_overwrite_its_weights(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+FILE_COMMANDS = {  # commands writing one file: --out may not be one of their inputs, even with --force
+    "export": (["export", "{root}/M/arch.json", "--weights", "{root}/M/w.pt"], {"M/w.pt": "--weights",
+                                                                              "M/arch.json": "ARCH"}),
+    "bench": (["bench", "{root}/M/arch.json", "--weights", "{root}/M/w.pt"], {"M/w.pt": "--weights",
+                                                                            "M/arch.json": "ARCH"}),
+    "convert-weights": (["convert-weights", "{root}/M/w.pt", "--arch", "{root}/M/arch.json"],
+                        {"M/w.pt": "CHECKPOINT", "M/arch.json": "--arch"}),
+}
+
+
+@pytest.mark.parametrize("name", list(FILE_COMMANDS))
+def test_file_writers_refuse_to_overwrite_an_input(name: str, source: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
     root = tmp_path / "root"
     root.mkdir()
     _copy(source, root)
-    for rel, flag in (("M/w.pt", "--weights"), ("M/arch.json", "ARCH")):
-        argv = ["export", str(root / "M/arch.json"), "--weights", str(root / "M/w.pt"), "--out", str(root / rel),
-                "--force"]
+    args, inputs = FILE_COMMANDS[name]
+    for rel, flag in inputs.items():
+        argv = [a.format(root=root) for a in args] + ["--out", str(root / rel), "--force"]
         _refused(argv, root, capsys, f"the command's input {flag}")
 
 

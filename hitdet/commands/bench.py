@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from hitdet.builder import build_detector
     from hitdet.errors import UserError
     from hitdet.io import check_creatable, write_json_atomic
+    from hitdet.runs import check_inputs
     from hitdet.weights.detector import load_weights
 
     for flag, value, least in (("--batch", args.batch, 1), ("--runs", args.runs, 1), ("--warmup", args.warmup, 0),
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out(args.arch, arch.preset or "arch")
     if out.is_dir():
         raise UserError(f"{out}: is a folder (--out names the JSON file to write)")
+    check_inputs(out, {"ARCH": args.arch, "--weights": args.weights})  # --force never replaces an input
     if out.exists() and not args.force and not _is_bench_file(out):
         raise UserError(f"{out}: file exists and is not a bench result (use --force to replace it)")
     check_creatable(out)

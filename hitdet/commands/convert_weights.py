@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from hitdet.errors import UserError
     from hitdet.io import check_creatable
     from hitdet.pretrain.model import architecture_target
+    from hitdet.runs import check_inputs
     from hitdet.weights.authors import LAYOUT, architecture_ops, convert_authors_backbone, read_authors_state_dict
     from hitdet.weights.backbone import save_backbone_weights
 
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"{out}: is a folder (--out names the file to write)")
+    check_inputs(out, {"CHECKPOINT": args.checkpoint, "--arch": args.arch})  # --force never replaces an input
     if out.exists() and not args.force:
         raise UserError(f"{out}: file exists (use --force to replace it)")
     check_creatable(out)
