@@ -22,31 +22,38 @@ from hitdet.errors import UserError
 from hitdet.io import write_json_atomic
 from search_spaces.positions import COMPONENTS
 
+# The CPU recipe's stage sizes, the demo's (about ten minutes on 2 CPU cores at 128-160 px): screening runs
+# all 32 ops at every position, so it screens a half-width, half-depth proxy of the space for a few steps (ops
+# are ranked, not trained for keeps, as the paper screened a half-depth supernet for memory); the search runs
+# the screened 8-op sub spaces at the space's own width; the searched detector is retrained at the channels
+# its JSON states. Other recipes (``paper``, a YAML file) run at their own sizes.
+CPU_STAGES: dict[str, list[str]] = {
+    "screen": ["train.width=0.5", "train.epochs=4", "train.batch_size=4", "train.half_depth=true",
+               "strategy.arch_start_epoch=1", "train.steps_per_epoch=6"],
+    "search": ["train.epochs=3", "train.batch_size=4", "strategy.arch_start_epoch=1", "train.steps_per_epoch=8"],
+    "train": ["epochs=12", "milestones=[9, 11]"],
+}
+
 
 @dataclass
 class PipelineSettings:
-    """The stages' settings: ``recipe`` for every stage, then each list's ``--set`` overrides on top.
+    """The stages' settings: ``recipe`` for every stage, then each stage's ``--set`` overrides on top.
 
-    The default sizes are the demo's (about ten minutes on 2 CPU cores at 128-160 px): screening runs
-    all 32 ops at every position, so it screens a half-width, half-depth proxy of the space for a few
-    steps (ops are ranked, not trained for keeps, as the paper screened a half-depth supernet for
-    memory); the search runs the screened 8-op sub spaces at the space's own width; the searched
-    detector is retrained at the channels its JSON states.
+    With the ``synth-cpu`` recipe the stages first get :data:`CPU_STAGES` (the demo's sizes); any other
+    recipe runs at its own sizes.
 
     Args:
         recipe: a recipe name (``hitdet search --config``'s) or a YAML file, for all three stages.
-        screen, search, train: ``--set`` overrides of each stage (``train`` takes ``hitdet train``'s keys).
+        screen, search, train: ``--set`` overrides of each stage (``train`` takes ``hitdet train``'s keys),
+            applied after the recipe and its stage sizes.
         baseline: a hand pick of :data:`search_spaces.hand_picks.HAND_PICKS` to train and evaluate
             beside the searched detector with the same recipe, or None.
     """
 
     recipe: str = "synth-cpu"
-    screen: list[str] = field(default_factory=lambda: [
-        "train.width=0.5", "train.epochs=4", "train.batch_size=4", "train.half_depth=true",
-        "strategy.arch_start_epoch=1", "train.steps_per_epoch=6"])
-    search: list[str] = field(default_factory=lambda: [
-        "train.epochs=3", "train.batch_size=4", "strategy.arch_start_epoch=1", "train.steps_per_epoch=8"])
-    train: list[str] = field(default_factory=lambda: ["epochs=12", "milestones=[9, 11]"])
+    screen: list[str] = field(default_factory=list)
+    search: list[str] = field(default_factory=list)
+    train: list[str] = field(default_factory=list)
     baseline: str | None = None
 
     def __post_init__(self) -> None:
@@ -54,6 +61,10 @@ class PipelineSettings:
 
         if self.baseline is not None and self.baseline not in HAND_PICKS:
             raise UserError(f"--baseline: unknown hand pick {self.baseline!r} (known: {', '.join(HAND_PICKS)})")
+
+    def sets(self, stage: str) -> list[str]:
+        """The ``--set`` overrides of ``stage`` as run: the CPU stage sizes for ``synth-cpu``, then the stage's own."""
+        return [*(CPU_STAGES[stage] if self.recipe == "synth-cpu" else []), *getattr(self, stage)]
 
 
 def _stage(name: str, timings: dict[str, float], fn: Callable[[], Any]) -> Any:
@@ -70,9 +81,9 @@ def configs(settings: PipelineSettings) -> tuple[Any, Any, Any]:
     from hitdet.searching import load_search_config
     from hitdet.training.config import load_config
 
-    return (load_search_config("screen", settings.recipe, settings.screen),
-            load_search_config("search", settings.recipe, settings.search),
-            load_config(settings.recipe, settings.train))
+    return (load_search_config("screen", settings.recipe, settings.sets("screen")),
+            load_search_config("search", settings.recipe, settings.sets("search")),
+            load_config(settings.recipe, settings.sets("train")))
 
 
 def run_pipeline(data: str | os.PathLike[str], out: str | os.PathLike[str], settings: PipelineSettings | None = None,
@@ -151,7 +162,7 @@ def run_stages(data: Path, out: Path, s: PipelineSettings, progress: bool, title
     _stage("check", timings, lambda: _check_data(data))
     screen = _stage("screen", timings, lambda: run_search("screen", out / "screen", screen_cfg, data,
                                                           progress=progress))
-    search_cfg = load_search_config("search", s.recipe, [*s.search, f"sub_spaces={screen['sub_spaces']}"])
+    search_cfg = load_search_config("search", s.recipe, [*s.sets("search"), f"sub_spaces={screen['sub_spaces']}"])
     search = _stage("search", timings, lambda: run_search("search", out / "search", search_cfg, data,
                                                           progress=progress))
     arch = load_architecture(search["architecture"])

@@ -13,7 +13,7 @@ from hitdet.cli import main
 from hitdet.demo import DemoSettings, run_demo
 from strategies import load_subspaces
 
-TINY = ["train.width=0.0625", "train.batch_size=4", "steps_per_epoch=2", "train.detector.min_size=64",
+TINY = ["train.width=0.0625", "train.batch_size=4", "train.steps_per_epoch=2", "train.detector.min_size=64",
         "train.detector.max_size=80"]
 
 
@@ -197,3 +197,17 @@ def test_pipeline_bad_input_is_one_line_exit_2(tmp_path, args, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
     assert not run.exists()
+
+
+def test_pipeline_stage_sizes_follow_the_recipe():
+    """synth-cpu runs at the demo's stage sizes with the user's overrides on top; other recipes at their own."""
+    from hitdet.pipeline import CPU_STAGES, PipelineSettings, configs
+
+    s = PipelineSettings(screen=["train.epochs=2"])
+    assert s.sets("screen") == [*CPU_STAGES["screen"], "train.epochs=2"]
+    screen, search, train = configs(s)
+    assert (screen.train.width, screen.train.half_depth, screen.train.steps_per_epoch, screen.train.epochs) == (
+        0.5, True, 6, 2)
+    assert (search.train.steps_per_epoch, search.train.epochs, train.epochs) == (8, 3, 12)
+    paper_screen, _, paper_train = configs(PipelineSettings(recipe="paper"))
+    assert paper_screen.train.steps_per_epoch is None and paper_train.epochs == 12

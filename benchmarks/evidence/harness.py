@@ -47,6 +47,7 @@ from typing import Any
 
 from hitdet.errors import UserError
 from hitdet.io import read_json_or_none, write_json_atomic
+from hitdet.pipeline import CPU_STAGES
 
 STYLES = ("photos", "shapes", "glyphs")
 
@@ -68,16 +69,15 @@ class Scale:
     max_tries: int = 20000
 
 
-# The demo's stage settings (hitdet.pipeline.PipelineSettings): screen a half-width proxy, 4 epochs of 6 steps;
+# The demo's stage settings (hitdet.pipeline.CPU_STAGES): screen a half-width proxy, 4 epochs of 6 steps;
 # search 3 epochs of 8 steps; every row retrained by the synth-cpu recipe at the space's own width.
-_CPU_SCREEN = ["train.width=0.5", "train.epochs=4", "train.batch_size=4", "train.half_depth=true",
-               "strategy.arch_start_epoch=1", "steps_per_epoch=6"]
-_CPU_SEARCH = ["train.epochs=3", "train.batch_size=4", "strategy.arch_start_epoch=1", "steps_per_epoch=8"]
+_CPU_SCREEN = list(CPU_STAGES["screen"])
+_CPU_SEARCH = list(CPU_STAGES["search"])
 SCALES: dict[str, Scale] = {
     "cpu": Scale(train_images={"photos": 480, "shapes": 320, "glyphs": 320},
                  val_images={"photos": 120, "shapes": 80, "glyphs": 80},
                  screen=_CPU_SCREEN, search=_CPU_SEARCH,
-                 train=["epochs=12", "milestones=[9, 11]"]),
+                 train=list(CPU_STAGES["train"])),
     # one GPU: the released structure at 1/4 width on 256-px inputs, more data and epochs
     "gpu": Scale(train_images={"photos": 2000, "shapes": 2000, "glyphs": 2000},
                  val_images={"photos": 400, "shapes": 400, "glyphs": 400}, accelerator="gpu",

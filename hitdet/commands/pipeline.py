@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="COCO-layout dataset folder (train/, val/, annotations/)")
     p.add_argument("--out", required=True, help="run folder: screen/, search/, train/, eval/, summary.json")
     p.add_argument("--config", default="synth-cpu",
-                   help="recipe name or YAML file for every stage (default synth-cpu: 128-160 px, CPU sizes)")
+                   help="recipe name or YAML file for every stage (default synth-cpu: 128-160 px at the demo's "
+                        "stage sizes; other recipes run at their own)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.KEY=VALUE",
                    help="override one stage's key, STAGE one of screen, search, train (repeatable), e.g. "
                         "--set search.strategy.penalty_lambda=0 or --set train.epochs=24")
@@ -41,9 +42,6 @@ def stage_overrides(overrides: list[str]) -> dict[str, list[str]]:
 def run(args: argparse.Namespace) -> int:
     from hitdet.pipeline import PipelineSettings, run_pipeline
 
-    extra = stage_overrides(args.overrides)
-    base = PipelineSettings()
-    settings = PipelineSettings(recipe=args.config, baseline=args.baseline,
-                                **{s: [*getattr(base, s), *extra[s]] for s in STAGES})
+    settings = PipelineSettings(recipe=args.config, baseline=args.baseline, **stage_overrides(args.overrides))
     run_pipeline(args.data, args.out, settings, force=args.force, progress=not args.no_progress)
     return 0
