@@ -11,7 +11,6 @@ so a failed plot leaves nothing half-written; nothing is replaced unless ``force
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from strategies.heatmap import FONT, HeatmapPanel, epochs_removed, heatmap_figur
 
 FAMILY_COLOURS = {"ir": "#8ecae6", "sep": "#ffb703", "conv": "#e07a5f", "skip": "#d9d9d9", "fixed": "#bdb2ff"}
 DPI = 130
-LABELLED = 3  # score history: the top and the bottom ops named at the end of their lines
+LABELLED = 3  # score history: the top and the bottom ops named (in the legend)
 
 
 def _figure(width: float, height: float) -> Any:
@@ -136,10 +135,12 @@ def _draw_neck(ax: Any, st: Any, ops: dict[str, str], ys: list[float], strides: 
     ax.text((x_lat + x_n) / 2, height + 0.3, f"neck (PANet, {st.neck_channels} channels)", ha="center",
             fontsize=FONT + 3, weight="bold")
     if levels > 1:
-        ax.text(x_td + 0.08, (ys[-1] + ys[-2]) / 2, "top-down path", rotation=90, va="center", fontsize=FONT,
-                style="italic")
-        ax.text(x_n + 0.23, (ys[0] + ys[1]) / 2, "bottom-up path", rotation=90, va="center", fontsize=FONT,
-                style="italic")
+        # in the widest gap between two levels, clear of the P_i and N_i names (a half-depth backbone's
+        # top levels are two rows apart: the top gap is too short for the words)
+        k = max(range(levels - 1), key=lambda i: ys[i + 1] - ys[i])
+        mid = (ys[k] + ys[k + 1] + 0.28) / 2
+        ax.text(x_td + 0.08, mid, "top-down path", rotation=90, va="center", fontsize=FONT, style="italic")
+        ax.text(x_n + 0.23, mid, "bottom-up path", rotation=90, va="center", fontsize=FONT, style="italic")
     return x_n
 
 
@@ -164,6 +165,11 @@ def plot_architecture(arch: Architecture, out: str | os.PathLike[str], force: bo
     """Backbone (stem at the bottom, coarse levels on top), the PANet neck's two paths, the head; ops by family."""
     out = Path(out)
     check_free([out], force)
+    return _save(architecture_figure(arch), out, dpi)
+
+
+def architecture_figure(arch: Architecture) -> Any:
+    """The Figure :func:`plot_architecture` saves."""
     st, ops = arch.structure, arch.sample()
     rows: list[tuple[str, str, str]] = [("stem", f"{st.stem.op}  s{st.stem.stride}  {st.stem.out_channels}", "fixed")]
     taps: list[int] = []
@@ -237,7 +243,7 @@ def plot_architecture(arch: Architecture, out: str | os.PathLike[str], force: bo
     ax.set_ylim(-0.4, height + 0.9)
     ax.axis("off")
     ax.set_title(f"{arch.name or 'architecture'} ({arch.detector_type})", fontsize=FONT + 5)
-    return _save(fig, out, dpi)
+    return fig
 
 
 # ---------------------------------------------------------------- runs
@@ -285,23 +291,6 @@ def alpha_figure(meta: dict[str, Any], name: str = "") -> Any:
     return heatmap_figure(heatmap_panels(meta), f"{name} ({mode}): final op probabilities", dpi=DPI)
 
 
-def _spread(values: list[float], gap: float) -> list[float]:
-    """Label positions near ``values`` (sorted ascending in, same order out) at least ``gap`` apart."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    placed = [0.0] * len(values)
-    last = -math.inf
-    for i in order:
-        placed[i] = max(values[i], last + gap)
-        last = placed[i]
-    return placed
-
-
-def _data_x_axes_y(ax: Any) -> Any:
-    from matplotlib.transforms import blended_transform_factory
-
-    return blended_transform_factory(ax.transData, ax.transAxes)
-
-
 def score_history_figure(meta: dict[str, Any], name: str = "") -> Any:
     """Op scores per epoch end, one panel per component (paper Fig. 4).
 
@@ -314,7 +303,7 @@ def score_history_figure(meta: dict[str, Any], name: str = "") -> Any:
     history = [{**h, "epoch": h["epoch"] + offset} for h in meta["score_history"]]
     events = [{**e, "epoch": e["epoch"] + offset} for e in meta.get("screening_events") or []]
     comps = ordered(list(dict.fromkeys(c for h in history for c in h["scores"])))
-    fig = _figure(5.2 * len(comps) + 0.5, 4.2)
+    fig = _figure(6.6 * len(comps) + 0.5, 4.2)
     axes = fig.subplots(1, len(comps), squeeze=False)[0]
     for ax, comp in zip(axes, comps, strict=True):
         series: dict[str, tuple[list[int], list[float]]] = {}
@@ -329,14 +318,20 @@ def score_history_figure(meta: dict[str, Any], name: str = "") -> Any:
         ranked = sorted(final, key=lambda op: series[op][1][-1], reverse=True)
         top, bottom = ranked[:LABELLED], ranked[-LABELLED:] if len(ranked) > LABELLED else []
         bottom = [op for op in bottom if op not in top]
-        for op, (xs, ys) in series.items():
-            if op not in top and op not in bottom:
-                ax.plot(xs, ys, color="#b0b0b0", lw=0.7, marker="o", ms=1.5, zorder=1)
-        named = [*top, *bottom]
-        colours = ["#d62728", "#ff7f0e", "#bcbd22", "#1f77b4", "#17becf", "#9467bd"]
-        for op, colour in zip(named, colours, strict=False):
-            ax.plot(*series[op], color=colour, lw=1.6, marker="o", ms=2.5, zorder=3)
-        ax.axhline(1.0, ls="--", color="black", lw=0.8, zorder=2, label="uniform")
+        others = [op for op in series if op not in top and op not in bottom]
+        for k, op in enumerate(others):
+            ax.plot(*series[op], color="#b0b0b0", lw=0.7, marker="o", ms=1.5, zorder=1,
+                    label=f"{len(others)} other ops" if k == 0 else None)
+        # Named in a legend, with each one's last value: labels at the line ends landed beside other ops'
+        # lines where the ends crowd (the bottom ones overlap); the bottom ones are dashed, so that lines
+        # lying on each other stay apart.
+        colours = {op: c for op, c in zip(top, ["#d62728", "#ff7f0e", "#bcbd22"], strict=False)}
+        colours.update(zip(bottom, ["#1f77b4", "#17becf", "#9467bd"], strict=False))
+        for op in [*top, *bottom]:
+            xs, ys = series[op]
+            ax.plot(xs, ys, color=colours[op], lw=1.6, marker="o" if op in top else "s", ms=2.5, zorder=3,
+                    ls="-" if op in top else "--", label=f"{op}  {ys[-1]:.2f}")
+        ax.axhline(1.0, ls=":", color="black", lw=0.8, zorder=2, label="uniform (1)")
         removed = [e for e in events if e["component"] == comp]
         for e in removed:
             xs, ys = series.get(e["op"], ([], []))
@@ -350,21 +345,15 @@ def score_history_figure(meta: dict[str, Any], name: str = "") -> Any:
             ax.axvline(x, color="#7f0000", lw=0.5, ls=":", zorder=0)
             ax.text(x, 0.01, f"-{k} ops ", transform=ax.get_xaxis_transform(), va="bottom", ha="right",
                     fontsize=FONT, color="#7f0000")
-        lo, hi = ax.get_ylim()
-        ends = [(series[op][1][-1] - lo) / (hi - lo) for op in named]  # axes fraction
-        placed = _spread(ends, 0.065)
-        shift = max([p - 0.97 for p in placed] + [0.0])
-        for op, frac, colour in zip(named, placed, colours, strict=False):
-            ax.text(last_x + 0.08, frac - shift, op, va="center", fontsize=FONT, color=colour,
-                    transform=_data_x_axes_y(ax))
-        ax.set_xlim(0.7, last_x + 0.9)
+        ax.set_xlim(0.7, last_x + 0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=FONT)
         ax.set_xlabel("end of epoch  (x: screened out here)", fontsize=FONT + 1)
         ax.set_ylabel("op score x ops left  (1 = uniform)", fontsize=FONT + 1)
         ax.set_title(f"{comp}: {len(series)} ops, top {len(top)} and bottom {len(bottom)} named",
                      fontsize=FONT + 2)
-        ax.legend(fontsize=FONT, loc="upper left", frameon=False)
+        ax.legend(fontsize=FONT, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
+                  title="score at the end", title_fontsize=FONT)
     fig.suptitle(f"{name}: op scores over epochs".strip(": "), fontsize=FONT + 3)
     return fig
 
@@ -451,21 +440,27 @@ def plot_compare(runs: list[Path], out: str | os.PathLike[str], force: bool = Fa
     warning = dataset_warning(rows)
     if warning:
         print(f"hitdet plot: {warning}", file=sys.stderr)
-    fig = _figure(6.5, 4.6)
-    ax = fig.add_subplot(1, 1, 1)
     shown = [r for r in rows if r.ap is not None]
-    for r in shown:
-        ax.scatter([r.macs / 1e9], [100 * r.ap], s=30, zorder=3)
+    fig = _figure(6.5, 4.6 + 0.22 * len(shown))
+    ax = fig.add_subplot(1, 1, 1)
+    # Each run its own colour and marker, named in a legend below the axes: labels beside the points
+    # overlapped one another (runs of similar cost) and were clipped at the edges.
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
+    for k, r in enumerate(shown):
         h, w = r.input_size
-        ax.annotate(f"{r.name}\n{r.params / 1e6:.2f}M params, {h}x{w}", (r.macs / 1e9, 100 * r.ap),
-                    textcoords="offset points", xytext=(5, 4), fontsize=FONT)
+        ax.scatter([r.macs / 1e9], [100 * r.ap], s=42, zorder=3, marker=markers[k % len(markers)],
+                   color=f"C{k % 10}", edgecolors="black", linewidths=0.4,
+                   label=f"{r.name}: AP {100 * r.ap:.1f}, {r.macs / 1e9:.3g} GMACs, {r.params / 1e6:.2f}M params, "
+                         f"{h}x{w}")
+    if shown:
+        ax.legend(fontsize=FONT, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False, ncol=1)
     macs = [r.macs for r in shown]
     if macs and max(macs) > 10 * min(macs):
         ax.set_xscale("log")
     missing = [r.name for r in rows if r.ap is None]
     if missing:
-        ax.text(0.0, -0.18, f"no validation epoch yet: {', '.join(missing)}", transform=ax.transAxes, fontsize=FONT)
-    ax.margins(x=0.25, y=0.2)
+        ax.set_title(f"no validation epoch yet: {', '.join(missing)}", fontsize=FONT, loc="left", pad=18)
+    ax.margins(x=0.15, y=0.15)
     ax.grid(alpha=0.3)
     ax.tick_params(labelsize=FONT)
     ax.set_xlabel("GMACs (multiply-accumulates at each run's own padded input size)", fontsize=FONT + 1)

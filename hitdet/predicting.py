@@ -142,16 +142,72 @@ def coco_results(
 def draw_detections(
     image: torch.Tensor, output: dict[str, torch.Tensor], categories: Sequence[dict[str, Any]]
 ) -> Image.Image:
-    """The image with a box per detection, labelled "name score", one colour per category."""
-    from torchvision.utils import draw_bounding_boxes
+    """The image with a box per detection, labelled "name score", one colour per category.
+
+    Each label is written on a tag of its box's colour, in black or white (whichever reads on that colour),
+    at a size that follows the image (about 1/40 of its shorter side, at least 11 px), just above its box
+    (inside it at the image's top edge). Labels are placed highest score first; one that would cover an
+    earlier label moves down (then up) until it is clear, so that neighbours never run together.
+    """
+    from PIL import ImageDraw, ImageFont
 
     pixels = image.mul(255).round().clamp(0, 255).to(torch.uint8)
+    picture = Image.fromarray(pixels.permute(1, 2, 0).numpy())
+    width, height = picture.size
+    draw = ImageDraw.Draw(picture)
+    size = max(11, round(min(width, height) / 40))
+    line = max(2, round(min(width, height) / 300))
+    try:
+        font: Any = ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # a Pillow without FreeType: its fixed bitmap font
+        font = ImageFont.load_default()
     labels = output["labels"].tolist()
-    names = [f"{categories[label - 1]['name']} {score:.2f}" for label, score in zip(
-        labels, output["scores"].tolist(), strict=True)]
-    colors = [_color(label) for label in labels]
-    drawn = draw_bounding_boxes(pixels, output["boxes"], labels=names, colors=colors, width=2)
-    return Image.fromarray(drawn.permute(1, 2, 0).numpy())
+    scores = output["scores"].tolist()
+    boxes = [[float(v) for v in box] for box in output["boxes"].tolist()]
+    for box, label in zip(boxes, labels, strict=True):
+        draw.rectangle(box, outline=_color(label), width=line)
+    pad = max(1, size // 6)
+    texts = [f"{categories[label - 1]['name']} {score:.2f}" for label, score in zip(labels, scores, strict=True)]
+    extents = [draw.textbbox((0, 0), text, font=font) for text in texts]
+    sizes = [(r - lft + 2 * pad, b - t + 2 * pad) for lft, t, r, b in extents]
+    tags = label_tags(boxes, sizes, scores, width, height)
+    for i in sorted(range(len(labels)), key=lambda j: scores[j]):  # the best on top, should any still touch
+        colour = _color(labels[i])
+        draw.rectangle(tags[i], fill=colour)
+        draw.text((tags[i][0] + pad - extents[i][0], tags[i][1] + pad - extents[i][1]), texts[i], font=font,
+                  fill=_ink(colour))
+    return picture
+
+
+def label_tags(
+    boxes: Sequence[Sequence[float]], sizes: Sequence[tuple[float, float]], scores: Sequence[float], width: int,
+    height: int,
+) -> list[tuple[float, float, float, float]]:
+    """Where each box's label tag (``sizes``: width, height) goes: ``(x0, y0, x1, y1)`` per box.
+
+    Just above the box's top-left corner (inside the box at the image's top edge), within the image's width;
+    placed highest score first, each moved down (or, at the bottom, up) past the tags it would cover.
+    """
+    tags: list[tuple[float, float, float, float] | None] = [None] * len(boxes)
+    placed: list[tuple[float, float, float, float]] = []
+    for i in sorted(range(len(boxes)), key=lambda j: -scores[j]):
+        w, h = sizes[i]
+        x0 = min(max(0.0, float(boxes[i][0])), max(0.0, width - w))
+        y0 = boxes[i][1] - h if boxes[i][1] - h >= 0 else float(boxes[i][1])
+        for _ in range(len(placed) + 1):
+            hit = next((p for p in placed if x0 < p[2] and p[0] < x0 + w and y0 < p[3] and p[1] < y0 + h), None)
+            if hit is None:
+                break
+            y0 = hit[3] if hit[3] + h <= height else max(0.0, hit[1] - h)
+        tags[i] = (x0, y0, x0 + w, y0 + h)
+        placed.append(tags[i])  # type: ignore[arg-type]
+    return tags  # type: ignore[return-value]
+
+
+def _ink(colour: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black on a light colour, white on a dark one (relative luminance, ITU-R BT.709)."""
+    r, g, b = colour
+    return (0, 0, 0) if 0.2126 * r + 0.7152 * g + 0.0722 * b > 140 else (255, 255, 255)
 
 
 def _color(label: int) -> tuple[int, int, int]:

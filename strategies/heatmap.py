@@ -110,7 +110,8 @@ def _draw_panel(fig: Any, ax: Any, panel: HeatmapPanel) -> None:
 
 
 LEGEND = ("colour: probability relative to uniform over the layer's active ops; outlined with a dot: the chosen op "
-          "(argmax); grey: screened out (label: after which epoch)")
+          "(argmax)")
+LEGEND_REMOVED = "; grey: screened out (label: after which epoch)"  # only where some op was
 
 
 def heatmap_figure(panels: list[HeatmapPanel], title: str = "", dpi: int = 100) -> Any:
@@ -123,7 +124,8 @@ def heatmap_figure(panels: list[HeatmapPanel], title: str = "", dpi: int = 100) 
     heights = [CELL * max(len(p.layers), 2) + label_in + 0.35 for p in panels]
     width = CELL * n_ops + 2.6
     # the legend wraps to the figure's width (an 8-op search is narrow), and the figure grows by its lines
-    legend = textwrap.wrap(LEGEND, width=max(30, int(width * 72 / ((FONT + 1) * 0.6))))
+    text = LEGEND + (LEGEND_REMOVED if any(p.removed for p in panels) else "")
+    legend = textwrap.wrap(text, width=max(30, int(width * 72 / ((FONT + 1) * 0.6))))
     top = (0.2 + 0.2 * (len(legend) + 1)) if title else 0.2
     fig = Figure(figsize=(width, sum(heights) + top), dpi=dpi, layout="constrained")
     axes = fig.subplots(len(panels), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]

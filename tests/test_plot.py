@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+import unittest.mock
 from dataclasses import replace
 from pathlib import Path
 
@@ -234,3 +235,80 @@ def test_damaged_run_folder_from_the_shell(search_run):
     assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(search_run / "metadata.json") in lines[0] and "invalid JSON" in lines[0]
+
+
+# -- pictures that read: labels next to their own lines, nothing overlapping, captions that fit the run
+
+
+def _text_boxes(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    return {t: t.get_window_extent(renderer) for ax in fig.axes for t in ax.texts if t.get_text().strip()}
+
+
+def test_architecture_path_names_clear_of_the_level_names():
+    """'top-down path' / 'bottom-up path' overlap no other text, also on a half-depth (searched) structure."""
+    from hitdet.architecture import Architecture, load_architecture
+    from hitdet.plot import architecture_figure
+    from hitdet.training.runner import half_depth_architecture
+    from search_spaces.structure import STRUCTURES
+
+    preset = load_architecture("hit-detector")
+    half_cpu = STRUCTURES["cpu"].half_depth()  # a searched CPU-scale half-depth detector (screening's shape)
+    searched = Architecture.from_sample({label: "sep_k3" for label in half_cpu.labels()}, half_cpu,
+                                        preset.settings, name="searched")
+    for arch in (preset, half_depth_architecture(preset), searched):
+        boxes = _text_boxes(architecture_figure(arch))
+        paths = [t for t in boxes if t.get_text().endswith(" path")]
+        assert len(paths) == 2
+        for t in paths:
+            hits = [o.get_text() for o in boxes if o is not t and boxes[t].overlaps(boxes[o])]
+            assert hits == [], (arch.structure.stages, t.get_text(), hits)
+
+
+def test_score_history_names_ops_in_a_legend_with_their_last_scores(search_run):
+    from hitdet.plot import LABELLED, score_history_figure
+
+    meta = json.loads((search_run / "metadata.json").read_text())
+    fig = score_history_figure(meta, "screen")
+    last = meta["score_history"][-1]["scores"]
+    for ax in fig.axes:
+        comp = ax.get_title().split(":")[0]
+        entries = [t.get_text() for t in ax.get_legend().get_texts()]
+        relative = {op: s * len(last[comp]) for op, s in last[comp].items()}
+        ranked = sorted(relative, key=relative.get, reverse=True)
+        named = [*ranked[:LABELLED], *ranked[-LABELLED:]]
+        assert entries[0] == f"{32 - len(named)} other ops" and entries[-1] == "uniform (1)"
+        assert entries[1:-1] == [f"{op}  {relative[op]:.2f}" for op in named]
+        assert not ax.texts or all("ops" in t.get_text() for t in ax.texts)  # no loose op names by the lines
+
+
+def test_heatmap_caption_speaks_of_screened_out_ops_only_when_some_were():
+    ops = ["a", "b", "c"]
+    rows = [{"a": 0.5, "b": 0.3, "c": 0.2}]
+    plain = heatmap_figure([HeatmapPanel("neck", ["neck/l1"], ops, rows)], "search").get_suptitle()
+    screened = heatmap_figure([HeatmapPanel("neck", ["neck/l1"], [*ops, "d"], rows, {"d": 1})], "screen").get_suptitle()
+    assert "screened out" not in plain and "chosen op" in plain
+    assert "screened out" in " ".join(screened.split())
+
+
+def test_compare_plot_names_each_run_in_a_legend(tmp_path):
+    from matplotlib.figure import Figure
+
+    runs = [write_train_run(tmp_path / f"run{i}", 64, 128, 20, 0.3 + 0.01 * i) for i in range(3)]
+    saved = {}
+    original = Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        saved["fig"] = fig
+        return original(fig, *args, **kwargs)
+
+    with unittest.mock.patch.object(Figure, "savefig", keep):
+        assert main(["plot", "--compare", *map(str, runs), "--out", str(tmp_path / "c.png"), "--dpi", "60"]) == 0
+    (ax,) = saved["fig"].axes
+    entries = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert [e.split(":")[0] for e in entries] == ["run0", "run1", "run2"]
+    assert not [t for t in ax.texts if t.get_text().startswith("run")]  # no labels beside the points

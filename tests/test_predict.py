@@ -178,3 +178,30 @@ def test_gpu_without_cuda_is_bad_input(trained: dict[str, Path], tmp_path: Path,
     assert predict(trained, tmp_path / "out", "--accelerator", "gpu") == 2
     assert "no CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_labels_are_tags_that_never_cover_each_other() -> None:
+    """Crowded boxes: every label tag inside the image, none over another; black ink on light colours."""
+    from hitdet.predicting import _ink, draw_detections, label_tags
+
+    boxes = [[10, 0, 80, 60], [40, 5, 120, 70], [45, 8, 118, 66], [150, 100, 250, 200], [155, 105, 245, 190],
+             [280, 150, 318, 238], [5, 228, 60, 239]]
+    sizes = [(60, 14)] * len(boxes)
+    scores = [0.9, 0.85, 0.8, 0.7, 0.65, 0.6, 0.5]
+    tags = label_tags(boxes, sizes, scores, 320, 240)
+    for i, (x0, y0, x1, y1) in enumerate(tags):
+        assert 0 <= x0 and x1 <= 320 and 0 <= y0 and y1 <= 240, tags[i]
+        for j in range(i):
+            a = tags[j]
+            assert not (x0 < a[2] and a[0] < x1 and y0 < a[3] and a[1] < y1), (tags[i], a)
+    assert tags[3] == (150, 86, 210, 100)  # room above its box: just above the top-left corner
+    assert tags[0] == (10, 0, 70, 14)  # at the image's top edge: inside the box
+    assert _ink((60, 180, 75)) == (0, 0, 0) and _ink((255, 225, 25)) == (0, 0, 0) and _ink((0, 0, 128)) == (255,) * 3
+    # the drawing: a tag of the box's colour under each label, at a size that follows the image
+    image = torch.full((3, 480, 640), 0.5)
+    out = {"boxes": torch.tensor([[100.0, 100, 300, 300]]), "labels": torch.tensor([2]), "scores": torch.tensor([0.9])}
+    drawn = np.asarray(draw_detections(image, out, [{"id": 1, "name": "a"}, {"id": 2, "name": "circle"}]))
+    tag_rows = [y for y in range(60, 100) if (drawn[y, 101:110] == _color(2)).all()]
+    assert tag_rows and 100 - tag_rows[0] >= 480 // 40  # a tag at least one text line (12 px at 480 px) high
+    ink = (drawn[tag_rows[0]:100, 100:300] == 0).all(axis=-1)
+    assert ink.any()  # black text on the light green tag
