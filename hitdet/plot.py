@@ -451,7 +451,7 @@ def plot_compare(runs: list[Path], out: str | os.PathLike[str], force: bool = Fa
         ax.scatter([r.macs / 1e9], [100 * r.ap], s=42, zorder=3, marker=markers[k % len(markers)],
                    color=f"C{k % 10}", edgecolors="black", linewidths=0.4,
                    label=f"{r.name}: AP {100 * r.ap:.1f}, {r.macs / 1e9:.3g} GMACs, {r.params / 1e6:.2f}M params, "
-                         f"{h}x{w}")
+                         f"{h}x{w}" + (f", {r.latency_ms:.3g} ms" if r.latency_ms is not None else ""))
     if shown:
         ax.legend(fontsize=FONT, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False, ncol=1)
     macs = [r.macs for r in shown]
