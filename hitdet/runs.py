@@ -6,9 +6,13 @@ a command supplies only what is its own (its config, what it builds and fits or 
 results), as Lightning's Trainer leaves the model and the data to the user. The promises, once for all:
 
 1. creating a :class:`Run` validates and writes nothing: ``--out`` (:func:`check_out`: not a symlink,
-   writable, empty unless ``--force``/``--resume``), Lightning's accelerator/strategy/devices
-   (:func:`check_devices`), and for ``--resume`` the checkpoint and the config against the run's
-   ``config.yaml`` (:func:`check_resume_config`); the command then validates its own inputs and builds;
+   writable, empty unless ``--force``/``--resume``, and ``--force`` replaces only an empty folder or a run
+   whose run.json names the same ``command``), ``--out`` against the command's ``inputs``
+   (:func:`check_inputs`: never one that is, contains or lies inside an input, nor the current directory
+   when replacing), Lightning's accelerator/strategy/devices (:func:`check_devices`), and for ``--resume``
+   the config against the run's ``config.yaml`` (:func:`check_resume_config`) and the checkpoint loaded as
+   plain weights (:func:`read_checkpoint`; :meth:`Run.check_checkpoint` against the model once built); the
+   command then validates its own inputs and builds;
 2. entering it (``with run:``) takes ``--out`` (:class:`RunLock`: a second run into it exits 2 naming the
    PID and host holding it) and only then clears an old run for ``--force`` (:func:`prepare`), so a
    failed start leaves an old run exactly as it was; it writes ``config.yaml`` and ``run.json``
@@ -20,7 +24,7 @@ results), as Lightning's Trainer leaves the model and the data to the user. The 
    line naming the last good checkpoint (and records a divergence in run.json for ``--resume``).
 
 Only rank 0 writes: DDP's extra processes (:func:`is_launched_child`) skip every write here.
-docs/runs.md is the user's side of this contract.
+docs/runs.md and docs/reliability.md are the user's side of this contract.
 """
 
 from __future__ import annotations
