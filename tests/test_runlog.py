@@ -106,3 +106,18 @@ def test_bar_metrics_each_once_and_labelled() -> None:
                        "train/top1_epoch": 0.4, "val/AP": 0.1})
     assert got == {"loss": 1.5, "MACs/uniform": 0.8, "top1": 0.5, "val/AP": 0.1}
     assert format_duration(3725.4) == "1:02:05" and format_duration(-1) == "0:00:00"
+
+
+def test_memory_is_the_gpu_peak_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from hitdet.runlog import _memory
+
+    class Module:
+        device = torch.device("cuda", 0)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * 2**30 + 2**29)
+    assert _memory(Module()) == "gpu_mem 3.50G"
+    Module.device = torch.device("cpu")
+    assert _memory(Module()).startswith("max_rss ")

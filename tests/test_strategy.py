@@ -444,7 +444,7 @@ def test_tensorboard_scalars_and_heatmaps(tmp_path: Any) -> None:
         assert tag in scalars, tag
     images = set(acc.Tags()["images"])
     assert images == {"alpha/backbone", "alpha/neck", "alpha/head"}
-    assert [e.step for e in acc.Images("alpha/backbone")] == [0, 1]  # one heatmap per epoch
+    assert [e.step for e in acc.Images("alpha/backbone")] == [1, 2]  # one heatmap per epoch, numbered from 1
     ent = acc.Scalars("entropy/backbone")
     assert ent[0].value == pytest.approx(math.log(len(OPS)), rel=1e-3)
 
