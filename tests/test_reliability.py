@@ -223,3 +223,21 @@ def test_hitdet_warnings_are_one_line_without_the_library_location(capsys: pytes
     err = capsys.readouterr().err
     assert err.splitlines()[0] == "hitdet train: warning: width\\nscaled twice"
     assert "call.py" not in err and err.count("hitdet train: warning:") == 1  # a library's own keeps Python's form
+
+
+def test_disk_full_while_train_checkpoints_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """The issue's case end to end: the disk fills while Lightning writes a checkpoint of ``hitdet train``."""
+    from hitdet.data import SynthSpec, write_synthetic
+    from tests.test_nonfinite import TRAIN
+
+    data = write_synthetic(tmp_path / "data", SynthSpec(num_train=4, num_val=2, seed=3))
+    run = tmp_path / "run"
+    _fail_after(monkeypatch, run / "checkpoints", 3)
+    code = main(["train", "hit-detector", "--data", str(data), "--out", str(run), "--epochs", "1", *TRAIN])
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if line.startswith("hitdet train")]
+    assert code == 2 and "Traceback" not in err and "unexpected pos" not in err, err
+    assert len(lines) == 1 and f"{run / 'checkpoints'}: cannot write " in lines[0], err
+    assert "No space left on device" in lines[0]
+    assert not [p.name for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
