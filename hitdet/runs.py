@@ -192,7 +192,10 @@ def check_inputs(out: Path, inputs: dict[str, Any], *, replacing: bool = False) 
             if one is None or str(one) == "":
                 continue
             p = Path(one)
-            if not (p.exists() or p.is_symlink()):
+            try:
+                if not (p.exists() or p.is_symlink()):
+                    continue
+            except (OSError, ValueError):  # a name no file can have (a NUL byte): not an existing input
                 continue
             r = _real(p)
             if r == o:
