@@ -9,6 +9,10 @@ class UserError(Exception):
     exit_code = 2
 
 
+class DiskWriteError(UserError):
+    """A file could not be written (a full disk, a quota, a read-only mount); the message names the folder."""
+
+
 class NonFiniteLossError(UserError):
     """A NaN or infinite training loss: the run stops before the bad step updates anything.
 

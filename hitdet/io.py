@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from hitdet.errors import UserError
+from hitdet.errors import DiskWriteError, UserError
 
 MAX_JSON_BYTES = 512 * 1024 * 1024  # annotation files of big datasets run to hundreds of MB (COCO train: 450)
 MAX_JSON_DEPTH = 64  # hitdet's own files nest < 10 deep; COCO's segmentation polygons 4
@@ -38,7 +38,7 @@ def default_mode() -> int:
 
 def _disk_error(path: Path, exc: OSError) -> UserError:
     reason = exc.strerror or str(exc) or type(exc).__name__
-    return UserError(f"{path.parent}: cannot write {path.name}: {reason}")
+    return DiskWriteError(f"{path.parent}: cannot write {path.name}: {reason}")
 
 
 _writing = 0  # nesting depth of atomic writes in progress (main thread: where signal handlers run)

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from hitdet import io as hio
-from hitdet.errors import NonFiniteLossError, UserError
+from hitdet.errors import DiskWriteError, NonFiniteLossError, UserError
 from hitdet.io import read_json_or_none, write_json_atomic, write_yaml_atomic
 from search_spaces.quiet import NNI_IMPORT_WARNINGS
 
@@ -673,6 +673,8 @@ def fitting(out: Path) -> Iterator[None]:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise UserError(f"{out}: cannot write: {exc.strerror}; {last_good_checkpoint(last)}") from None
         raise
+    except DiskWriteError as exc:  # an atomic write (a checkpoint) failed: the one before it is whole
+        raise DiskWriteError(f"{exc}; {last_good_checkpoint(last)}") from None
     except RuntimeError as exc:
         if "Error(s) in loading state_dict" in str(exc):  # a resumed checkpoint that does not fit the model
             raise UserError(f"{last}: does not match the model it resumes ("
