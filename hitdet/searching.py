@@ -370,6 +370,11 @@ def run_search(
               inputs={"--data": data_dir, "--backbone-weights": backbone_weights,
                       "--sub-spaces": cfg.sub_spaces if mode == "search" else None, **(inputs or {})})
     sub_spaces = resolve_sub_spaces(cfg.sub_spaces) if mode == "search" else None
+    if resume and mode == "search":  # the file may have changed under the same name: the supernet would not fit
+        started = run.recorded().get("sub_spaces_ops", "unrecorded")
+        if started != "unrecorded" and started != sub_spaces:
+            raise UserError(f"{cfg.sub_spaces}: its op lists differ from those the run started with (run.json "
+                            f"sub_spaces_ops: {started}); restore the file, or start a new search (another --out)")
     settings_obj = dataclasses.replace(cfg.strategy, mode=mode)
     data_dir = dataset_folder(data_dir, run.recorded_data())
     run.add_inputs(**{"--data": data_dir})
@@ -414,7 +419,8 @@ def run_search(
     with run:
         if report is not None:
             run.say(report.summary())
-        run.record(data=str(data_dir.resolve()), mode=mode, dataset=dataset_identity(data_dir, (train_ds, val_ds)))
+        run.record(data=str(data_dir.resolve()), mode=mode, dataset=dataset_identity(data_dir, (train_ds, val_ds)),
+                   sub_spaces_ops=sub_spaces)  # a resume checks the file still holds these
         trainer, strat = _run_experiment(run, cfg, space, settings_obj, sub_spaces, train_ds, progress=progress,
                                          callbacks=callbacks)
         if not trainer.is_global_zero:

@@ -79,3 +79,29 @@ def test_resume_refuses_a_bad_checkpoint_before_writing(name: str, trained: Path
     assert message in lines[0] and str(run / "checkpoints" / "last.ckpt") in lines[0], lines[0]
     assert "this ran" not in captured.out
     assert tree(tmp_path) == before
+
+
+def test_search_resume_refuses_a_changed_sub_spaces_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The config records the sub-spaces file by name; run.json records its op lists, which a resume compares
+    (the supernet of other op lists would not fit the checkpoint: a traceback in the strategy before)."""
+    data = write_synthetic(tmp_path / "data", SynthSpec(num_train=4, num_val=2, seed=3))
+    subs = tmp_path / "subs.json"
+
+    def write_subs(backbone: list[str]) -> None:
+        subs.write_text(json.dumps({"format": "hitdet-subspaces", "version": 1, "components": {
+            "backbone": {"ops": backbone}, "neck": {"ops": ["sep_k3"]}, "head": {"ops": ["ir_k3_e3"]}}}))
+
+    write_subs(["ir_k3_e3", "skip"])
+    run = tmp_path / "run"
+    tiny = ["--set", "train.width=0.0625", "--set", "train.batch_size=4", "--set", "steps_per_epoch=2", "--set",
+            "train.detector.min_size=64", "--set", "train.detector.max_size=80"]
+    assert main(["search", "--data", str(data), "--out", str(run), "--config", "synth-cpu", "--sub-spaces", str(subs),
+                 *tiny, "--epochs", "1", "--no-progress", "--accelerator", "cpu"]) == 0
+    write_subs(["ir_k5_e6", "ir_k3_e3", "skip"])
+    before = tree(tmp_path)
+    capsys.readouterr()
+    code = main(["search", "--out", str(run), "--resume", "--epochs", "2", "--no-progress", "--accelerator", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{subs}: its op lists differ from those the run started with" in err
+    assert tree(tmp_path) == before
