@@ -157,13 +157,26 @@ def run_command(out: Path) -> str | None:
     """The hitdet command that wrote the folder ``out``, as its run.json records it (``"train"``, ``"eval"``...).
 
     :data:`LEGACY_RUN` for a resumable run from before run.json named the command (run.json and
-    config.yaml, no ``command``); None for a folder no hitdet command claims.
+    config.yaml, no ``command``); ``"eval"``/``"predict"`` for their results from before then (a folder
+    holding only the files they write); None for a folder no hitdet command claims.
     """
     data = read_run(out)
     command = data.get("command")
     if isinstance(command, str):
         return command
-    return LEGACY_RUN if data and (out / CONFIG_FILE).is_file() else None
+    if data and (out / CONFIG_FILE).is_file():
+        return LEGACY_RUN
+    if not (out / RUN_FILE).exists():  # results of an earlier eval or predict: only the files they write
+        names = {p.name for p in out.iterdir()} if out.is_dir() else set()
+        for legacy, (required, allowed) in _LEGACY_RESULTS.items():
+            if required <= names <= allowed and all((out / n).is_file() for n in required):
+                return legacy
+    return None
+
+
+# (files each wrote, files it may also have written): a lone detections.json of the user's own is no one's
+_LEGACY_RESULTS = {"eval": ({"metrics.json", "detections.json"}, {"metrics.json", "detections.json"}),
+                   "predict": ({"detections.json", "images.json"}, {"detections.json", "images.json", "drawn"})}
 
 
 def _real(path: Path) -> Path:

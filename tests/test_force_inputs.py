@@ -234,3 +234,24 @@ def test_plot_redraws_a_runs_own_plots_without_force(tmp_path: Path, capsys: pyt
     first = (run / "plots" / "training.png").read_bytes()
     assert main(["plot", str(run), "--dpi", "70"]) == 0
     assert (run / "plots" / "training.png").read_bytes() != first
+
+
+def test_eval_replaces_results_written_before_run_json_named_it(source: Path, tmp_path: Path) -> None:
+    """An eval folder from before run.json recorded the command (metrics.json and detections.json only)."""
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    (out / "detections.json").write_text("[]")
+    args = [a.format(root=source) for a in COMMANDS["eval"][1]]
+    assert main([*args, "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["metrics"]
+    assert json.loads((out / RUN_FILE).read_text())["command"] == "eval"
+
+
+def test_a_lone_detections_file_is_not_taken_for_old_results(source: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "detections.json").write_text("[]")  # the user's own results file, not an eval's
+    args = [a.format(root=source) for a in COMMANDS["eval"][1]]
+    _refused([*args, "--out", str(out), "--force"], tmp_path, capsys, "is not a hitdet run")
