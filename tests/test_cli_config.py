@@ -70,6 +70,8 @@ def test_print_config_needs_no_out_and_shows_each_setting_once(tmp_path: Path, m
     assert printed["train"]["steps_per_epoch"] == 4 and printed["target_macs"] == 3e9
     assert main(["train", "hit-detector", "--print-config", "--epochs", "3"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["epochs"] == 3
+    assert main(["train", "--print-config", "--config", "synth-cpu"]) == 0  # no ARCH needed either
+    assert yaml.safe_load(capsys.readouterr().out)["preset_width"] == 0.125
     assert list(tmp_path.iterdir()) == []  # nothing written
     for argv in (["train", "hit-detector"], ["screen"], ["train", "--resume", "--print-config"]):
         assert main(argv) == 2

@@ -43,10 +43,12 @@ def run(args: argparse.Namespace) -> int:
         arch = load_architecture(out / "architecture.json") if (out / "architecture.json").is_file() else None
         if arch is None:
             raise UserError(f"{out / 'architecture.json'}: not found, nothing to resume")
-    else:
-        if args.arch is None:
-            raise UserError("ARCH: give an architecture JSON or preset name (e.g. hit-detector)")
+    elif args.arch is not None:
         arch = load_architecture(args.arch)
+    elif args.print_config:  # the config does not depend on the architecture
+        arch = None
+    else:
+        raise UserError("ARCH: give an architecture JSON or preset name (e.g. hitdet train hit-detector)")
     cfg = load_config(source, args.overrides, flags=run_flags(args),
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, width=args.width)
     if args.print_config:
