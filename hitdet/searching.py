@@ -521,7 +521,7 @@ def _write_results(
         cost = detector_cost(structure, arch.sample(), settings.num_classes, input_size, num_rois, cfg.detector)
         summary["detector"] = {
             "macs": cost["total"].macs, "params": cost["total"].params, "input_size": list(input_size),
-            "num_rois": num_rois, "target_macs": cfg.target_macs,
+            "num_rois": num_rois, "target_macs": cfg.target_macs, "target_tolerance": cfg.strategy.target_tolerance,
             "chosen": {c: [op for label, op in arch.sample().items() if label.startswith(c + "/")]
                        for c in COMPONENTS},
             "decisiveness": result.metadata.get("decisiveness"),

@@ -193,3 +193,14 @@ def test_a_screen_recorded_with_the_old_key_names_resumes(data: Path, tmp_path: 
     (run / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
     assert main(["screen", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 0
     assert "resume: epoch 2/2, 1 steps/epoch" in (run / "log.txt").read_text()  # the old key still capped it
+
+
+def test_search_summary_says_when_the_detector_misses_the_target_tolerance() -> None:
+    from hitdet.commands.search import format_search_summary
+
+    det = {"chosen": {"backbone": ["sep_k3"]}, "input_size": [64, 96], "num_rois": 100, "params": 1e6,
+           "macs": 0.2689e9, "target_macs": 0.25e9, "target_tolerance": 0.05}
+    text = format_search_summary(det)
+    assert "target 0.25 G (+7.6 %, outside the ±5 % tolerance; see budget_decode in metadata.json)" in text
+    within = format_search_summary({**det, "macs": 0.26e9})
+    assert "target 0.25 G (+4.0 %)" in within and "tolerance" not in within

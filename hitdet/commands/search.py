@@ -89,7 +89,12 @@ def format_search_summary(det: dict) -> str:
     macs = f"MACs      {det['macs'] / 1e9:.4g} G ({h}x{w} input, {det['num_rois']} RoIs; multiply-accumulates)"
     if det.get("target_macs"):
         target = det["target_macs"]
-        macs += f"; target {target / 1e9:.4g} G ({100 * (det['macs'] - target) / target:+.1f} %)"
+        off = (det["macs"] - target) / target
+        macs += f"; target {target / 1e9:.4g} G ({100 * off:+.1f} %"
+        tolerance = det.get("target_tolerance")
+        if tolerance is not None and abs(off) > tolerance:  # say so, not only in metadata.json's budget_decode
+            macs += f", outside the ±{100 * tolerance:g} % tolerance; see budget_decode in metadata.json"
+        macs += ")"
     lines += [macs, f"params    {det['params'] / 1e6:.3f} M"]
     from strategies.export import describe_decisiveness
 
