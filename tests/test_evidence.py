@@ -188,8 +188,9 @@ GLYPH_IDS = [3, 4, 7, 11, 16, 21, 30]
 
 
 def _digest(root: Path) -> str:
+    """The dataset's bytes: images and annotations (not run.json, the command's record of the run)."""
     h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "run.json"):
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()
