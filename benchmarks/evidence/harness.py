@@ -466,8 +466,15 @@ class Harness:
             return {"markdown": f"searches of {self.dataset} done ({', '.join(self.variants)})"}
         specs = self.row_specs(data, settings, lrs)
         if self.args.report_now:  # the rows trained so far (another harness may still be training the rest)
-            done = [s for s in specs if Path(s["path"]).is_file()]
-            self.say(f"report on {len(done)} of {len(specs)} rows trained so far")
+            done, seen = [], set()
+            for s in specs:  # a row not yet trained at this seed stands with a seed it was trained at
+                found = [Path(s["path"])] if Path(s["path"]).is_file() else sorted(
+                    (self.out / "rows").glob(f"{s['row']}-t*.json"))
+                for path in found:
+                    if str(path) not in seen:
+                        seen.add(str(path))
+                        done.append({**s, "path": str(path)})
+            self.say(f"report on {len(done)} trained runs ({len(specs)} specified)")
             specs = done
         else:
             self.run_jobs(job_train, specs, "rows")
