@@ -45,8 +45,16 @@ def test_paired_bootstrap_pairs_by_training_seed() -> None:
     y = {"h": {0: 0.10, 1: 0.30}}
     d = paired_bootstrap(x, y, n=500)
     assert d["lo"] == pytest.approx(0.01) and d["hi"] == pytest.approx(0.01)
-    with pytest.raises(ValueError, match="share no training seed"):
-        paired_bootstrap({"s": {0: 0.1}}, {"h": {1: 0.1}})
+
+
+
+def test_rows_sharing_no_training_seed_are_compared_unpaired() -> None:
+    # one seed per unit, alternating: each unit stands by its own AP; two constant rows differ exactly
+    x = {"a": {0: 0.30}, "b": {1: 0.30}}
+    y = {"c": {1: 0.20}, "d": {0: 0.20}, "e": {1: 0.20}}
+    d = paired_bootstrap(x, y, n=500)
+    assert d["diff"] == pytest.approx(0.10) and d["lo"] == pytest.approx(0.10) and d["hi"] == pytest.approx(0.10)
+    assert (d["units_x"], d["units_y"], d["seeds"]) == (2, 3, 0)
 
 
 def test_paired_bootstrap_interval_covers_the_spread_of_units() -> None:

@@ -42,12 +42,20 @@ def paired_bootstrap(x: Units, y: Units, n: int = 10000, seed: int = 0, level: f
     row has little to resample: the interval is then as wide as the seeds make it, no wider; read
     it with the number of units and seeds it states.
 
+    Rows whose units share no training seed (one seed per unit, alternating) are compared unpaired: each
+    unit by its mean over its seeds, units resampled; ``seeds`` is then 0.
+
     Returns ``{"diff", "lo", "hi", "units_x", "units_y", "seeds"}``.
     """
     seeds = sorted(set.intersection(*(set(s) for s in [*x.values(), *y.values()])))
-    if not seeds:
-        raise ValueError("paired_bootstrap: the rows share no training seed")
     rng = np.random.default_rng(seed)
+    if not seeds:  # units trained at different seeds (one each): unpaired, each unit by its mean over its seeds
+        xm = np.array([np.mean(list(v.values())) for v in x.values()], dtype=float)
+        ym = np.array([np.mean(list(v.values())) for v in y.values()], dtype=float)
+        boot = np.array([rng.choice(xm, len(xm)).mean() - rng.choice(ym, len(ym)).mean() for _ in range(n)])
+        tail = (1 - level) / 2
+        return {"diff": float(xm.mean() - ym.mean()), "lo": float(np.quantile(boot, tail)),
+                "hi": float(np.quantile(boot, 1 - tail)), "units_x": len(xm), "units_y": len(ym), "seeds": 0}
     xs = np.array([[x[u][t] for t in seeds] for u in x], dtype=float)  # units x seeds
     ys = np.array([[y[u][t] for t in seeds] for u in y], dtype=float)
     diffs = np.empty(n)
