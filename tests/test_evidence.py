@@ -111,6 +111,20 @@ def _macs(sample: dict[str, str]) -> float:
     return float(detector_cost(TINY, sample, CLASSES, SIZE, ROIS)["total"].macs)
 
 
+def test_learning_rate_is_the_best_mean_over_the_probes_not_the_best_single_run() -> None:
+    from benchmarks.evidence.harness import choose_lrs
+
+    runs = [  # the shallow probe peaks at 0.04, where the deep one starves: mean 0.20 at 0.02 beats 0.17 at 0.04
+        {"family": "space", "probe": "shallow", "lr": 0.02, "AP": 0.27},
+        {"family": "space", "probe": "shallow", "lr": 0.04, "AP": 0.30},
+        {"family": "space", "probe": "deep", "lr": 0.02, "AP": 0.13},
+        {"family": "space", "probe": "deep", "lr": 0.04, "AP": 0.04},
+        {"family": "torchvision", "probe": "torchvision", "lr": 0.01, "AP": 0.25},
+        {"family": "torchvision", "probe": "torchvision", "lr": 0.05, "AP": 0.25},  # a tie: the lr nearer 0.02
+    ]
+    assert choose_lrs(runs) == {"space": 0.02, "torchvision": 0.01}
+
+
 def test_label_choices_take_each_component_sub_space() -> None:
     choices = label_choices(TINY.labels(), {"neck": SUB["neck"]}, OP_NAMES)
     assert set(choices) == set(TINY.labels())

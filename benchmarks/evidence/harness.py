@@ -9,9 +9,10 @@ NAS best-practice checklist), per dataset, every stage cached in OUT so a rerun 
 
 1. **data**: the dataset generated into OUT/data (``photos``: real objects on real photographs;
    ``shapes``: the demo's set).
-2. **learning rates**: for each family (detectors of our space, probed with the ``stage-ir`` hand
-   pick; the torchvision hand-made detector) a sweep over ``--lrs`` on a held-out fifth of train,
-   trained on the other four fifths with the full recipe; each family then trains at its best lr.
+2. **learning rates**: for each family (detectors of our space, probed with the ``--probes`` hand
+   picks, a shallow and a deep one by default; the torchvision hand-made detector) a sweep over
+   ``--lrs`` on a held-out fifth of train, trained on the other four fifths with the full recipe;
+   each family then trains at the lr of its best mean AP over its probes.
 3. **searches**: for each search seed, the whole pipeline (``hitdet screen`` then ``hitdet search``,
    the same code) of every ``--variants`` recipe, and its *penalty-only* control: the same run
    with the detection loss cut from the architecture step (``strategy.arch_loss_weight=0``), so
@@ -20,7 +21,8 @@ NAS best-practice checklist), per dataset, every stage cached in OUT so a rerun 
    epoch, the last epoch's AP reported): the in-space hand picks, the torchvision hand-made detector
    at the MACs of the ``stage-ir`` pick, each search seed's detector, each control's, and K random
    samples of the first seed's sub spaces at that seed's MACs (rejection sampling; the rejections
-   are counted); hand picks, hand-made and searched rows with every training seed.
+   are counted); every row with every training seed except the random samples, which take the
+   training seeds in turn (K distinct detectors tell more about chance than K/2 trained twice).
 5. **report** (OUT/report.md, report.json, curves.png): every row's AP with its curve and whether
    the curve levelled off; paired differences with 95 % bootstrap intervals; how often independent
    search seeds agree per position against chance and against the control; α's decisiveness next to
@@ -194,6 +196,22 @@ def job_search(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def choose_lrs(results: list[dict[str, Any]]) -> dict[str, float]:
+    """Each family's learning rate: the best mean AP over its probes (ties: the one nearer 0.02).
+
+    Args:
+        results: sweep runs, each with ``family``, ``probe``, ``lr`` and ``AP``.
+    """
+    best = {}
+    for family in FAMILIES:
+        by_lr: dict[float, list[float]] = {}
+        for r in results:
+            if r["family"] == family:
+                by_lr.setdefault(r["lr"], []).append(r["AP"])
+        best[family] = max(by_lr, key=lambda lr: (sum(by_lr[lr]) / len(by_lr[lr]), -abs(math.log(lr / 0.02))))
+    return best
+
+
 # ----------------------------------------------------------------------------- the harness
 
 
@@ -327,30 +345,35 @@ class Harness:
 
         held = self.holdout(data)
         st = STRUCTURES[self.structure_name()]
-        probe = hand_pick("stage-ir", st)
-        handmade, _ = match_width(self.macs_of(probe, settings), settings.num_classes, settings.padded_size(),
-                                  settings.priced_rois())
+        handmade, _ = match_width(self.macs_of(hand_pick("stage-ir", st), settings), settings.num_classes,
+                                  settings.padded_size(), settings.priced_rois())
+        # our space is probed with several members (a shallow and a deep one by default): a searched detector is
+        # usually deeper than the shallow pick, and deep members starve at the lr the shallow one likes best
+        probes = [("torchvision", "torchvision", None)] + [("space", p, hand_pick(p, st)) for p in self.probes()]
         specs = []
-        for family in FAMILIES:
+        for family, probe, sample in probes:
             for lr in self.lrs():
-                name = f"{family}-lr{lr:g}"
+                name = f"{probe}-lr{lr:g}"
                 spec = {"name": name, "kind": "torchvision" if family == "torchvision" else "sweep",
-                        "family": family, "lr": lr, "data": str(held), "recipe": self.args.recipe,
+                        "family": family, "probe": probe, "lr": lr, "data": str(held), "recipe": self.args.recipe,
                         "train_set": [*self.train_set, f"lr={lr}", f"seed={self.train_seeds[0]}"],
                         "structure": self.structure_name(), "accelerator": self.scale.accelerator,
                         "path": str(self.out / "sweep" / f"{name}.json")}
                 if family == "torchvision":
                     spec["handmade"] = dataclasses.asdict(handmade)
                 else:
-                    spec["sample"] = probe
+                    spec["sample"] = sample
                 specs.append(spec)
         self.run_jobs(job_train, specs, "learning-rate sweep")
-        best = {}
-        for family in FAMILIES:
-            rows = [json.loads(Path(s["path"]).read_text()) for s in specs if s["family"] == family]
-            best[family] = max(rows, key=lambda r: (r["AP"], -abs(math.log(r["lr"] / 0.02))))["lr"]
+        results = [{**s, **json.loads(Path(s["path"]).read_text())} for s in specs]
+        best = choose_lrs(results)
         write_json_atomic(self.out / "sweep" / "best.json", best)
+        write_json_atomic(self.out / "sweep" / "table.json",
+                          [{k: r[k] for k in ("family", "probe", "lr", "AP", "AP50")} for r in results])
         return best
+
+    def probes(self) -> list[str]:
+        return list(self.args.probes) if self.args.probes else ["stage-ir", "backbone-ir"]
 
     def searches(self, data: Path) -> None:
         specs = []
@@ -427,11 +450,10 @@ class Harness:
             return specs
         for variant in [*self.variants, *([self.control] if not self.args.no_control else [])]:
             control = variant == self.control
-            for i, seed in enumerate(self.search_seeds):
+            for seed in self.search_seeds:
                 sample, kept, _ = self.searched(variant, seed)
                 name = f"{variant}-s{seed}"
-                seeds = self.train_seeds if not control else (self.train_seeds[i % len(self.train_seeds)],)
-                add(name, "control" if control else "searched", seeds, variant=variant, search_seed=seed,
+                add(name, "control" if control else "searched", self.train_seeds, variant=variant, search_seed=seed,
                     sample=sample, macs=self.macs_of(sample, settings))
         # K random samples of the first variant's first seed's sub spaces, at its MACs
         sample, kept, _ = self.searched(self.variants[0], self.search_seeds[0])
@@ -506,6 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-seeds", type=lambda s: [int(v) for v in s.split(",")], default=None)
     p.add_argument("--lrs", type=lambda s: [float(v) for v in s.split(",")], default=None,
                    help="learning rates of the sweep (default 0.01,0.02,0.04)")
+    p.add_argument("--probes", type=lambda s: [v for v in s.split(",") if v], default=None,
+                   help="hand picks that probe our space's learning rate, comma-separated; the lr with the best "
+                        "mean AP over them is taken (default stage-ir,backbone-ir)")
     p.add_argument("--hand-picks", type=lambda s: [v for v in s.split(",") if v], default=None,
                    help="in-space hand picks to train, comma-separated (default: all of search_spaces.hand_picks)")
     p.add_argument("--k", type=int, default=None, help="random samples (default 8)")
@@ -525,9 +550,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--k: need at least 2 random samples, got {args.k}")
         from search_spaces.hand_picks import HAND_PICKS
 
-        unknown = [n for n in args.hand_picks or () if n not in HAND_PICKS]
-        if unknown:
-            raise UserError(f"--hand-picks: unknown {unknown[0]!r}; known: {', '.join(HAND_PICKS)}")
+        for option, names in (("--hand-picks", args.hand_picks), ("--probes", args.probes)):
+            unknown = [n for n in names or () if n not in HAND_PICKS]
+            if unknown:
+                raise UserError(f"{option}: unknown {unknown[0]!r}; known: {', '.join(HAND_PICKS)}")
         if not 0 < args.tolerance < 1:
             raise UserError(f"--tolerance: expected a fraction in (0, 1), got {args.tolerance}")
         report = Harness(args).run()

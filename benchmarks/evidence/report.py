@@ -19,7 +19,7 @@ from benchmarks.evidence.stats import (
     paired_bootstrap,
     row_mean,
 )
-from hitdet.io import write_json_atomic, write_text_atomic
+from hitdet.io import read_json_or_none, write_json_atomic, write_text_atomic
 
 COMPONENTS = ("backbone", "neck", "head")
 
@@ -73,6 +73,15 @@ def build_report(h: Any, specs: list[dict[str, Any]], settings: Any, lrs: dict[s
         f"detector); AP on the val split after the last epoch; learning rates from the sweep on a held-out fifth "
         f"of train: our space {lrs['space']:g}, torchvision {lrs['torchvision']:g}.", "",
     ]
+    sweep = read_json_or_none(h.out / "sweep" / "table.json") or []
+    if sweep:  # the sweep itself: AP on the held-out fifth, per probe and lr
+        swept = sorted({r["lr"] for r in sweep})
+        lines += ["| lr probe (held-out fifth of train) | " + " | ".join(f"lr {lr:g}" for lr in swept) + " |",
+                  "|---|" + "---:|" * len(swept)]
+        for probe in dict.fromkeys(r["probe"] for r in sweep):
+            ap = {r["lr"]: r["AP"] for r in sweep if r["probe"] == probe}
+            lines.append(f"| {probe} | " + " | ".join(_f(ap[lr]) if lr in ap else "" for lr in swept) + " |")
+        lines.append("")
 
     # -- every row ------------------------------------------------------------------------------------
     lines += ["| row | kind | MACs (M) | params (K) | AP (mean over training seeds) | AP per seed | AP50 | "
