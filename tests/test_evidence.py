@@ -47,7 +47,6 @@ def test_paired_bootstrap_pairs_by_training_seed() -> None:
     assert d["lo"] == pytest.approx(0.01) and d["hi"] == pytest.approx(0.01)
 
 
-
 def test_rows_sharing_no_training_seed_are_compared_unpaired() -> None:
     # one seed per unit, alternating: each unit stands by its own AP; two constant rows differ exactly
     x = {"a": {0: 0.30}, "b": {1: 0.30}}

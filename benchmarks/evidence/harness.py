@@ -104,6 +104,7 @@ VARIANTS: dict[str, tuple[str | None, list[str]]] = {
     "lambda0": (None, ["strategy.penalty_lambda=0"]),  # the detection loss alone decides
 }
 FAMILIES = ("space", "torchvision")
+PROBES = ("stage-ir", "backbone-ir")  # the lr probes of our space: a shallow and a deep member
 CONTROL = "penalty-only"
 
 
@@ -373,7 +374,7 @@ class Harness:
         return best
 
     def probes(self) -> list[str]:
-        return list(self.args.probes) if self.args.probes else ["stage-ir", "backbone-ir"]
+        return list(self.args.probes or PROBES)
 
     def searches(self, data: Path) -> None:
         specs = []
@@ -530,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="learning rates of the sweep (default 0.01,0.02,0.04)")
     p.add_argument("--probes", type=lambda s: [v for v in s.split(",") if v], default=None,
                    help="hand picks that probe our space's learning rate, comma-separated; the lr with the best "
-                        "mean AP over them is taken (default stage-ir,backbone-ir)")
+                        f"mean AP over them is taken (default {','.join(PROBES)})")
     p.add_argument("--hand-picks", type=lambda s: [v for v in s.split(",") if v], default=None,
                    help="in-space hand picks to train, comma-separated (default: all of search_spaces.hand_picks)")
     p.add_argument("--k", type=int, default=None, help="random samples (default 8)")

@@ -53,9 +53,7 @@ def paired_bootstrap(x: Units, y: Units, n: int = 10000, seed: int = 0, level: f
         xm = np.array([np.mean(list(v.values())) for v in x.values()], dtype=float)
         ym = np.array([np.mean(list(v.values())) for v in y.values()], dtype=float)
         boot = np.array([rng.choice(xm, len(xm)).mean() - rng.choice(ym, len(ym)).mean() for _ in range(n)])
-        tail = (1 - level) / 2
-        return {"diff": float(xm.mean() - ym.mean()), "lo": float(np.quantile(boot, tail)),
-                "hi": float(np.quantile(boot, 1 - tail)), "units_x": len(xm), "units_y": len(ym), "seeds": 0}
+        return _interval(float(xm.mean() - ym.mean()), boot, level, len(xm), len(ym), 0)
     xs = np.array([[x[u][t] for t in seeds] for u in x], dtype=float)  # units x seeds
     ys = np.array([[y[u][t] for t in seeds] for u in y], dtype=float)
     diffs = np.empty(n)
@@ -64,9 +62,14 @@ def paired_bootstrap(x: Units, y: Units, n: int = 10000, seed: int = 0, level: f
         rx = rng.integers(len(xs), size=len(xs))
         ry = rng.integers(len(ys), size=len(ys))
         diffs[i] = xs[np.ix_(rx, cols)].mean() - ys[np.ix_(ry, cols)].mean()
+    return _interval(float(xs.mean() - ys.mean()), diffs, level, len(xs), len(ys), len(seeds))
+
+
+def _interval(diff: float, boot: np.ndarray, level: float, units_x: int, units_y: int, seeds: int) -> dict[str, Any]:
+    """:func:`paired_bootstrap`'s result: the difference and the central ``level`` interval of its bootstrap."""
     tail = (1 - level) / 2
-    return {"diff": float(xs.mean() - ys.mean()), "lo": float(np.quantile(diffs, tail)),
-            "hi": float(np.quantile(diffs, 1 - tail)), "units_x": len(xs), "units_y": len(ys), "seeds": len(seeds)}
+    return {"diff": diff, "lo": float(np.quantile(boot, tail)), "hi": float(np.quantile(boot, 1 - tail)),
+            "units_x": units_x, "units_y": units_y, "seeds": seeds}
 
 
 def agreement(samples: Sequence[Mapping[str, str]], labels: Sequence[str] | None = None) -> float:
